@@ -1,0 +1,21 @@
+"""Typed errors. The CLI turns each into one line on stderr and a non-zero exit; the API raises them."""
+
+
+class AvgzslError(Exception):
+    """Base class: a problem the user can fix (bad data, bad config), not a bug."""
+
+
+class DataError(AvgzslError):
+    """Bad or missing benchmark data. The message names the file (and class/video where known)."""
+
+
+class ConfigError(AvgzslError):
+    """Unknown key, bad value, or a model/data mismatch in the run configuration."""
+
+
+class LeakageError(AvgzslError):
+    """A split would train on test classes or videos (override only with an explicit, recorded flag)."""
+
+
+class UnsafePickleError(DataError):
+    """A pickle tried to import or call something outside the allow-list; nothing was executed."""

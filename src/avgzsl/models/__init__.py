@@ -1,0 +1,69 @@
+"""Model registry: every model is looked up by name (`avgzsl models` lists them).
+
+Each module in this package registers its model with `@register_model("name")`; modules are
+imported automatically, so adding a model is adding one file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import asdict, is_dataclass
+
+from ..config import dataclass_from_dict
+from ..data.types import FeatureDims
+from ..errors import ConfigError
+from .base import Batch, GZSLModel
+
+_REGISTRY: dict[str, type[GZSLModel]] = {}
+_NOT_MODELS = {"base", "layers"}
+
+
+def register_model(name: str):
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def _import_all() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in _NOT_MODELS:
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def list_models() -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type[GZSLModel]:
+    _import_all()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def model_config(name: str, overrides: dict | None = None):
+    """The model's Config dataclass with `overrides` applied (unknown keys are errors)."""
+    cls = get_model_class(name)
+    return dataclass_from_dict(cls.Config, overrides or {}, where=f"{name} model config")
+
+
+def build_model(name: str, cfg=None, dims: FeatureDims | dict | None = None) -> GZSLModel:
+    cls = get_model_class(name)
+    if cfg is None or isinstance(cfg, dict):
+        cfg = model_config(name, cfg)
+    if isinstance(dims, dict):
+        dims = FeatureDims(**dims)
+    return cls(cfg, dims)
+
+
+def config_dict(cfg) -> dict:
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+__all__ = ["Batch", "GZSLModel", "register_model", "list_models", "get_model_class",
+           "model_config", "build_model", "config_dict"]

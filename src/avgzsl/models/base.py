@@ -1,0 +1,59 @@
+"""The contract every registered model follows (the protocol and predictor only use this)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..data.types import FeatureDims
+
+
+@dataclass
+class Batch:
+    """Model inputs for B videos. Temporal features carry masks (True = real step) and times (s)."""
+
+    audio: torch.Tensor  # (B, Da) or (B, Ta, Da)
+    video: torch.Tensor  # (B, Dv) or (B, Tv, Dv)
+    audio_mask: torch.Tensor | None = None  # (B, Ta) bool
+    video_mask: torch.Tensor | None = None  # (B, Tv) bool
+    audio_times: torch.Tensor | None = None  # (B, Ta) float seconds
+    video_times: torch.Tensor | None = None  # (B, Tv) float seconds
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(*[None if (t := getattr(self, f.name)) is None
+                       else t.to(device, non_blocking=non_blocking) for f in fields(self)])
+
+    def __len__(self) -> int:
+        return int(self.audio.shape[0])
+
+
+class GZSLModel(nn.Module):
+    """Base class. A subclass sets `Config` (a dataclass of its sizes/switches) and implements
+    `loss`, `embed_videos` and `embed_classes`. Scoring is L2 distance by default (the protocol
+    of ClipClap/AVCA/TCAF); a model that scores differently overrides `distances`."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+
+    def __init__(self, cfg, dims: FeatureDims):
+        super().__init__()
+        self.cfg = cfg
+        self.dims = dims
+
+    def loss(self, batch: Batch, class_text: torch.Tensor, target: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """class_text: (K, Dt) text embeddings of the training classes; target: (B,) index into
+        class_text. Returns the scalar loss and its named terms (detached scalars) for logging."""
+        raise NotImplementedError
+
+    def embed_videos(self, batch: Batch) -> torch.Tensor:  # (B, E)
+        raise NotImplementedError
+
+    def embed_classes(self, text: torch.Tensor) -> torch.Tensor:  # (C, Dt) -> (C, E)
+        raise NotImplementedError
+
+    def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
+        """(B, C) distances, smaller = more likely. class_emb comes from `embed_classes`."""
+        return torch.cdist(self.embed_videos(batch), class_emb)

@@ -105,6 +105,11 @@ def _check_type(value, tp, key: str, where: str):
         raise ConfigError(f"{where}: {key}={value!r} has the wrong type (expected {tp})")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: {key}={value!r}: expected an integer")
     base = origin or tp

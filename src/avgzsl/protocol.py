@@ -1,0 +1,305 @@
+"""The two-stage GZSL protocol of the field (ClipClap-GZSL / AVCA / TCAF), as one plain function.
+
+Stage 1: train on stage_1_train; after every epoch evaluate on stage_1_val_seen ∪ stage_1_val_unseen
+(candidates = the classes of those two lists, seen = val_seen's). Best epoch = first epoch with the
+highest validation HM (at its best beta); keep that model (A) and its beta.
+Stage 2: a fresh model (same seed) trained on the videos of the three stage-1 folders (classes:
+stage_2_train) for best_epoch + 1 epochs (epochs are 0-based) -> model B.
+Test: candidates = stage_2_test_seen ∪ stage_2_test_unseen; evaluate B at the beta chosen with A.
+
+Learning rate: Adam(weight_decay) with ReduceLROnPlateau(mode=max) stepped on validation HM in stage 1.
+`stage2_lr: replay` (our default) gives stage-2 epoch e the learning rate stage 1 used at epoch e;
+`reference` steps the scheduler in stage 2 on the stage-1 validation set, as the reference does,
+although those videos are now training data.
+
+Crash safety: after every epoch the full training state (model, optimiser, scheduler, sampler, RNG,
+stage, epoch, best-so-far) is written atomically to `state.pt`; `run_protocol(..., resume=True)`
+continues from it and gives bit-identical results on CPU.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import RunConfig
+from .data.sampler import ClassBalancedSampler
+from .data.types import Benchmark, Split
+from .errors import AvgzslError, LeakageError
+from .io import write_json, write_text
+from .metrics import GZSLResult
+from .models import build_model
+from .runlog import RunFolder, environment
+from .train import SplitTensors, evaluate, nearest_classes, train_one_epoch
+
+log = logging.getLogger("avgzsl.protocol")
+
+TEXT_SPACES = {"clipclap": "clip-vit-b32+clap-wavcaps", "cls": "word2vec-300", "main": "word2vec-300"}
+
+
+@dataclass
+class EvalSet:
+    """A labelled evaluation set with its candidate classes and which of them are seen."""
+
+    data: SplitTensors
+    class_ids: np.ndarray  # (C,) sorted
+    seen_mask: np.ndarray  # (C,) bool
+
+    @staticmethod
+    def build(seen: Split, unseen: Split, device) -> "EvalSet":
+        class_ids = np.union1d(seen.classes, unseen.classes)
+        return EvalSet(SplitTensors.from_split(Split.concat([seen, unseen]), device), class_ids,
+                       np.isin(class_ids, seen.classes))
+
+
+def check_leakage(bench: Benchmark) -> tuple[list[str], list[str]]:
+    """The classic GZSL mistakes. Returns (errors, warnings) as one-line messages."""
+    s = bench.splits
+    names = bench.class_names
+    errors, warnings = [], []
+
+    def overlap(a: str, b: str, what: str):
+        both = np.intersect1d(s[a].classes, s[b].classes)
+        if len(both):
+            shown = ", ".join(names[i] for i in both[:5]) + (" ..." if len(both) > 5 else "")
+            errors.append(f"{len(both)} class(es) in both {a} and {b} ({what}): {shown}")
+
+    overlap("stage_1_val_seen", "stage_1_val_unseen", "seen and unseen at once")
+    overlap("stage_2_test_seen", "stage_2_test_unseen", "seen and unseen at once")
+    overlap("stage_1_train", "stage_1_val_unseen", "an unseen validation class is trained on")
+    overlap("stage_2_train", "stage_2_test_unseen", "a test-unseen class is trained on in stage 2")
+    for folder in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_train"):
+        bad = np.intersect1d(np.unique(s[folder].labels), s["stage_2_test_unseen"].classes)
+        if len(bad):
+            errors.append(f"{folder} holds videos of {len(bad)} test-unseen class(es): "
+                          + ", ".join(names[i] for i in bad[:5]))
+    train_folders = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_train")
+    test_names = set(s["stage_2_test_seen"].video_names) | set(s["stage_2_test_unseen"].video_names)
+    for folder in train_folders:
+        shared = test_names.intersection(s[folder].video_names)
+        if shared:
+            errors.append(f"{len(shared)} video(s) of {folder} are also test videos, e.g. {sorted(shared)[0]!r}")
+    val_names = set(s["stage_1_val_seen"].video_names) | set(s["stage_1_val_unseen"].video_names)
+    shared = val_names.intersection(s["stage_1_train"].video_names)
+    if shared:
+        errors.append(f"{len(shared)} video(s) of stage_1_train are also validation videos, e.g. {sorted(shared)[0]!r}")
+    for folder, split in s.items():
+        dup = len(split.video_names) - len(set(split.video_names))
+        if dup:
+            warnings.append(f"{folder}: {dup} duplicate video name(s)")
+    return errors, warnings
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _local_index(n_classes: int, class_ids: np.ndarray, device) -> torch.Tensor:
+    idx = torch.full((n_classes,), -1, dtype=torch.long)
+    idx[torch.as_tensor(class_ids)] = torch.arange(len(class_ids))
+    return idx.to(device)
+
+
+def _lr(optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def _rng_state(device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def _set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
+
+
+def _curve(res: GZSLResult) -> dict:
+    return {"beta": res.betas.tolist(), "seen": res.seen.tolist(), "unseen": res.unseen.tolist(),
+            "hm": res.hm.tolist()}
+
+
+def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
+                 device: str = "cpu", progress: bool = False, resume: bool = False) -> dict:
+    """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json)."""
+    cfg.validate()
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AvgzslError("--device cuda was asked for, but torch finds no CUDA device")
+    errors, warnings = check_leakage(bench)
+    for w in warnings:
+        log.warning(w)
+    if errors and not cfg.allow_leakage:
+        raise LeakageError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+                           + "; set allow_leakage=true to run anyway (it is recorded in the run folder)")
+    run = RunFolder(out_dir) if out_dir is not None else None
+    if run is not None:
+        run.start(cfg, bench, device, resume=resume, leakage=errors)
+    text_space = {"name": TEXT_SPACES.get(bench.feature_set, bench.feature_set), "dim": int(bench.text.shape[1]),
+                  "feature_set": bench.feature_set}
+    run_dict = cfg.to_dict()
+    dims = bench.dims
+    s = bench.splits
+    text = torch.from_numpy(np.ascontiguousarray(bench.text, dtype=np.float32)).to(device)
+    betas = cfg.betas()
+    C_all = len(bench.class_names)
+    state = run.load_state() if (run is not None and resume) else None
+    timings = {}
+
+    def make(seed_stage: int):
+        _seed(cfg.seed)
+        model = build_model(cfg.model, cfg.model_cfg, dims).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=cfg.scheduler_patience)
+        return model, opt, sched
+
+    val = EvalSet.build(s["stage_1_val_seen"], s["stage_1_val_unseen"], device)
+
+    # ---- stage 1 -------------------------------------------------------------------------
+    train1 = s["stage_1_train"]
+    st1 = state["stage1"] if state else {"best_epoch": -1, "best_hm": -1.0, "lrs": [], "best": None, "done": 0}
+    t0 = time.perf_counter()
+    if not (state and state["stage"] > 1):
+        model, opt, sched = make(1)
+        sampler = ClassBalancedSampler(train1.labels, cfg.n_batches, cfg.bs, cfg.seed)
+        if state:
+            model.load_state_dict(state["model"]), opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"]), sampler.load_state_dict(state["sampler"])
+            _set_rng_state(state["rng"], device)
+        data = SplitTensors.from_split(train1, device)
+        classes = s["stage_1_train"].classes
+        cls_text, local = text[torch.as_tensor(classes, device=device)], _local_index(C_all, classes, device)
+        bar = tqdm(range(st1["done"], cfg.epochs), desc="stage 1", disable=not progress, initial=st1["done"],
+                   total=cfg.epochs)
+        for epoch in bar:
+            lr = _lr(opt)
+            te = time.perf_counter()
+            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
+                                    desc=f"stage 1 epoch {epoch + 1}")
+            res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
+            summ = res.summary()
+            sched.step(summ["hm"])
+            st1["lrs"].append(lr)
+            if summ["hm"] > st1["best_hm"]:  # strict: ties keep the first epoch
+                st1.update(best_epoch=epoch, best_hm=summ["hm"], best=summ, curve=_curve(res))
+                if run is not None:
+                    save_checkpoint(run.path / "checkpoints" / "stage1_best.pt", model, run_dict, text_space,
+                                    stage=1, epoch=epoch, beta=summ["beta"])
+            st1["done"] = epoch + 1
+            bar.set_postfix(hm=f"{100 * summ['hm']:.2f}", best=st1["best_epoch"] + 1)
+            row = {"stage": 1, "epoch": epoch, "lr": lr, "loss": terms, "val": summ,
+                   "time_s": round(time.perf_counter() - te, 3)}
+            log.info("stage 1 epoch %d/%d  loss %.4f  val S %.2f U %.2f HM %.2f ZSL %.2f beta %.3f",
+                     epoch + 1, cfg.epochs, terms.get("total", float("nan")), 100 * summ["seen"],
+                     100 * summ["unseen"], 100 * summ["hm"], 100 * summ["zsl"], summ["beta"])
+            if run is not None:
+                run.log_epoch(row)
+                run.save_state({"stage": 1, "stage1": st1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
+                                "rng": _rng_state(device)})
+        state = None  # stage 2 starts fresh unless we resumed inside it
+    timings["stage1_s"] = time.perf_counter() - t0
+    best_epoch, best_beta = st1["best_epoch"], st1["best"]["beta"]
+
+    # ---- stage 2 -------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    epochs2 = best_epoch + 1
+    train2 = Split.concat([s["stage_1_train"], s["stage_1_val_seen"], s["stage_1_val_unseen"]])
+    classes2 = s["stage_2_train"].classes
+    if np.setdiff1d(np.unique(train2.labels), classes2).size:
+        raise LeakageError("stage-2 training videos include classes not listed in stage_2_train")
+    model, opt, sched = make(2)
+    sampler = ClassBalancedSampler(train2.labels, cfg.n_batches, cfg.bs, cfg.seed)
+    done2 = 0
+    if state:
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"]), sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], device)
+        done2 = state["done2"]
+    data = SplitTensors.from_split(train2, device)
+    cls_text, local = text[torch.as_tensor(classes2, device=device)], _local_index(C_all, classes2, device)
+    for epoch in tqdm(range(done2, epochs2), desc="stage 2", disable=not progress, initial=done2, total=epochs2):
+        if cfg.stage2_lr == "replay":
+            _set_lr(opt, st1["lrs"][epoch])
+        lr = _lr(opt)
+        te = time.perf_counter()
+        terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
+                                desc=f"stage 2 epoch {epoch + 1}")
+        row = {"stage": 2, "epoch": epoch, "lr": lr, "loss": terms}
+        if cfg.stage2_lr == "reference":
+            res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
+            sched.step(res.summary()["hm"])
+            row["val_trained_on"] = res.summary()
+        row["time_s"] = round(time.perf_counter() - te, 3)
+        log.info("stage 2 epoch %d/%d  loss %.4f  lr %.2e", epoch + 1, epochs2, terms.get("total", float("nan")), lr)
+        if run is not None:
+            run.log_epoch(row)
+            run.save_state({"stage": 2, "stage1": st1, "done2": epoch + 1, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "sampler": sampler.state_dict(), "rng": _rng_state(device)})
+    timings["stage2_s"] = time.perf_counter() - t0
+
+    # ---- test ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    test = EvalSet.build(s["stage_2_test_seen"], s["stage_2_test_unseen"], device)
+    nearest, emb, class_emb = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask,
+                                              cfg.eval_bs, progress, keep_embeddings=2000 if run else 0)
+    from .metrics import gzsl_metrics
+    labels = test.data.labels.cpu().numpy()
+    res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]))
+    grid = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, betas)  # for plots only
+    timings["test_s"] = time.perf_counter() - t0
+    results = {
+        "test": res.summary(),
+        "val": st1["best"],
+        "best_epoch": best_epoch,
+        "stage2_epochs": epochs2,
+        "model": cfg.model,
+        "dataset": bench.name,
+        "feature_set": bench.feature_set,
+        "text_alignment": cfg.text_alignment,
+        "split": cfg.split,
+        "seed": cfg.seed,
+        "curves": {"val": st1["curve"], "test_grid": _curve(grid)},
+    }
+    log.info("test  S %.2f  U %.2f  HM %.2f  ZSL %.2f  (beta %.3f from validation)", 100 * res.summary()["seen"],
+             100 * res.summary()["unseen"], 100 * res.summary()["hm"], 100 * res.summary()["zsl"], best_beta)
+    if run is not None:
+        save_checkpoint(run.path / "checkpoints" / "stage2_final.pt", model, run_dict, text_space,
+                        stage=2, epoch=epochs2 - 1, beta=best_beta)
+        run.save_eval("test", nearest=nearest, labels=labels, class_ids=test.class_ids, seen_mask=test.seen_mask,
+                      embeddings=emb, class_embeddings=class_emb,
+                      class_names=np.array([bench.class_names[i] for i in test.class_ids]))
+        run.finish(results, timings)
+    return results
+
+
+def evaluate_run(run_dir: str | Path, bench: Benchmark, device: str = "cpu") -> dict:
+    """Re-evaluate a finished run's stage-2 model on the test set at its stored beta."""
+    from .checkpoint import load_model
+    path = Path(run_dir) / "checkpoints" / "stage2_final.pt"
+    model, ckpt = load_model(path, device)
+    cfg = RunConfig.from_dict(ckpt["run_config"], where=str(path))
+    s = bench.splits
+    test = EvalSet.build(s["stage_2_test_seen"], s["stage_2_test_unseen"], device)
+    text = torch.from_numpy(np.ascontiguousarray(bench.text, dtype=np.float32)).to(device)
+    res, _ = evaluate(model, test.data, text, test.class_ids, test.seen_mask, np.array([ckpt["beta"]]), cfg.eval_bs)
+    return res.summary()
+
+
+__all__ = ["run_protocol", "evaluate_run", "check_leakage", "EvalSet", "read_checkpoint"]

@@ -33,7 +33,7 @@ from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
 from .errors import AvgzslError, LeakageError
 from .io import write_json, write_text
-from .metrics import GZSLResult
+from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model
 from .runlog import RunFolder, environment
 from .train import SplitTensors, evaluate, nearest_classes, train_one_epoch
@@ -259,7 +259,6 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
     test = EvalSet.build(s["stage_2_test_seen"], s["stage_2_test_unseen"], device)
     nearest, emb, class_emb = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask,
                                               cfg.eval_bs, progress, keep_embeddings=2000 if run else 0)
-    from .metrics import gzsl_metrics
     labels = test.data.labels.cpu().numpy()
     res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]))
     grid = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, betas)  # for plots only

@@ -1,0 +1,239 @@
+"""Command line: a thin layer over the library (argument parsing, logging, one-line errors).
+
+Every command maps to one library call; an AvgzslError becomes one line on stderr and exit code 2
+(`--debug` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import AvgzslError
+
+log = logging.getLogger("avgzsl")
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config(name_or_path: str | None) -> Path | None:
+    """A YAML path, or a preset name such as `mft_ucf` (see `avgzsl presets`)."""
+    if name_or_path is None:
+        return None
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    names = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
+    raise AvgzslError(f"{name_or_path}: neither a config file nor a preset (presets: {names})")
+
+
+def default_cache() -> Path:
+    import os
+    return Path(os.environ.get("AVGZSL_CACHE", Path.home() / ".cache" / "avgzsl"))
+
+
+def _data_options(cfg) -> dict:
+    return dict(split=cfg.split, feature_dir=cfg.feature_dir, text_alignment=cfg.text_alignment)
+
+
+def print_table(rows: list[tuple[str, dict]], file=sys.stdout) -> None:
+    """Rows of (label, {seen, unseen, hm, zsl, beta}) as a percent table."""
+    w = max([len(r[0]) for r in rows] + [5])
+    print(f"{'':{w}}  {'S':>6} {'U':>6} {'HM':>6} {'ZSL':>6} {'beta':>6}", file=file)
+    for label, m in rows:
+        print(f"{label:{w}}  {100 * m['seen']:6.2f} {100 * m['unseen']:6.2f} {100 * m['hm']:6.2f} "
+              f"{100 * m['zsl']:6.2f} {m['beta']:6.3f}", file=file)
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from .models import list_models
+    print("\n".join(list_models()))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    print("\n".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .data.synthetic import make_synthetic
+    t = time.perf_counter()
+    out = make_synthetic(args.like, args.out, scale=args.scale, seed=args.seed, temporal=args.temporal,
+                         feature_set=args.features, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote {out} in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .data.native import convert
+    from .config import RunConfig
+    d = RunConfig()
+    out = convert(args.root, args.out, split=args.split or d.split, feature_dir=args.feature_dir,
+                  text_alignment=args.text_alignment or d.text_alignment)
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_bench(data: str, cfg, no_cache: bool = False):
+    from .data import load_benchmark
+    return load_benchmark(data, cache=not no_cache, progress=True, **_data_options(cfg))
+
+
+def default_run_dir(cfg, bench_name: str) -> Path:
+    name = cfg.name or f"{cfg.model}-{bench_name.lower()}"
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .protocol import run_protocol
+    from .runlog import RunFolder
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_path = run_dir / "config.yaml"
+        if not cfg_path.exists():
+            raise AvgzslError(f"{run_dir}: no config.yaml; not a run folder")
+        if RunFolder(run_dir).load_state() is None and (run_dir / "results.json").exists():
+            print(f"{run_dir}: already finished")
+            return 0
+        cfg = load_config(cfg_path)
+        data = args.data or _stored_data_root(run_dir)
+    else:
+        if not args.data:
+            raise AvgzslError("train needs --data ROOT (a benchmark dataset root), or --resume RUN_DIR")
+        cfg = load_config(resolve_config(args.config), args.set)
+        data = args.data
+    bench = _load_bench(data, cfg, args.no_cache)
+    out = Path(args.resume or args.out or default_run_dir(cfg, bench.name))
+    log.info("run folder: %s", out)
+    results = run_protocol(cfg, bench, out, device=args.device, progress=not args.quiet, resume=bool(args.resume))
+    print_table([("val (stage 1)", results["val"]), ("test", results["test"])])
+    print(f"run folder: {out}")
+    return 0
+
+
+def _stored_data_root(run_dir: Path) -> str:
+    import json
+    env = run_dir / "env.json"
+    try:
+        return json.loads(env.read_text())["data"]["root"]
+    except (OSError, KeyError, ValueError):
+        raise AvgzslError(f"{env}: no data root recorded; pass --data ROOT") from None
+
+
+def cmd_eval(args) -> int:
+    from .checkpoint import read_checkpoint
+    from .config import RunConfig
+    from .protocol import evaluate_run
+    run_dir = Path(args.run_dir)
+    ckpt = read_checkpoint(run_dir / "checkpoints" / "stage2_final.pt")
+    cfg = RunConfig.from_dict(ckpt["run_config"])
+    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg)
+    res = evaluate_run(run_dir, bench, device=args.device)
+    print_table([("test", res)])
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .data.synthetic import make_synthetic
+    data = Path(args.data_dir or default_cache() / "demo" / "ucf-like-seed0")
+    if not (data / "class-split").exists():
+        log.info("writing the synthetic UCF-like benchmark to %s", data)
+        make_synthetic("ucf", data, scale=1.0, seed=0, progress=not args.quiet)
+    config = args.config or ("mft_ucf" if (PRESET_DIR / "mft_ucf.yaml").exists() else "clipclap_ucf")
+    ns = argparse.Namespace(data=str(data), config=config, set=args.set, device=args.device,
+                            out=args.out, quiet=args.quiet, resume=None, no_cache=False)
+    t = time.perf_counter()
+    code = cmd_train(ns)
+    print(f"demo finished in {time.perf_counter() - t:.0f}s (synthetic data: numbers say nothing about real benchmarks)")
+    return code
+
+
+# ---- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avgzsl", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common_run(q):
+        q.add_argument("--config", help="YAML file or preset name (avgzsl presets)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (repeatable; model keys as MODEL.KEY=VALUE)")
+        q.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+        q.add_argument("--out", help="run folder (default runs/<name>-<time>)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    q = sub.add_parser("models", help="list registered models")
+    q.set_defaults(fn=cmd_models)
+    q = sub.add_parser("presets", help="list shipped config presets")
+    q.set_defaults(fn=cmd_presets)
+
+    q = sub.add_parser("synth", help="write a synthetic benchmark in the field's layout")
+    q.add_argument("--like", choices=["ucf", "activitynet", "vggsound"], default="ucf")
+    q.add_argument("--scale", type=float, default=1.0)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--temporal", action="store_true", help="per-second (T, D) features")
+    q.add_argument("--features", choices=["clipclap", "cls", "main"], default="clipclap")
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--out", required=True)
+    q.set_defaults(fn=cmd_synth)
+
+    q = sub.add_parser("convert", help="write a dataset root in the native memory-mappable format")
+    q.add_argument("root")
+    q.add_argument("--out", required=True)
+    q.add_argument("--split", choices=["cls_split", "main_split"])
+    q.add_argument("--feature-dir")
+    q.add_argument("--text-alignment", choices=["by_name", "reference_order"])
+    q.set_defaults(fn=cmd_convert)
+
+    q = sub.add_parser("train", help="stage 1 -> stage 2 -> test in one call")
+    q.add_argument("--data", help="dataset root (the field's layout or avgzsl's native format)")
+    q.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    q.add_argument("--no-cache", action="store_true", help="read the source files, skip the array cache")
+    common_run(q)
+    q.set_defaults(fn=cmd_train)
+
+    q = sub.add_parser("eval", help="re-evaluate a finished run's final model on the test set")
+    q.add_argument("run_dir")
+    q.add_argument("--data", help="dataset root (default: the one the run recorded)")
+    q.add_argument("--device", default="cpu")
+    q.set_defaults(fn=cmd_eval)
+
+    q = sub.add_parser("demo", help="synthetic UCF-like data, then the full protocol with the MFT preset")
+    q.add_argument("--data-dir", help="where to write the synthetic data (default: the avgzsl cache)")
+    common_run(q)
+    q.set_defaults(fn=cmd_demo, config=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("avgzsl").setLevel(logging.INFO)
+    try:
+        return args.fn(args) or 0
+    except AvgzslError as e:
+        if args.debug:
+            raise
+        print(f"avgzsl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("avgzsl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Benchmark data: reading the ClipClap/AVCA-GZSL layout, the native format, the in-memory types."""
+from .benchmark import load_benchmark
+from .native import convert
+from .types import STAGE_FOLDERS, Benchmark, FeatureDims, Split
+
+__all__ = ["load_benchmark", "convert", "Benchmark", "Split", "FeatureDims", "STAGE_FOLDERS"]

@@ -69,9 +69,9 @@ D_LAT = 64  # latent semantic dims
 N_TOPICS = 12  # shared topic prototypes
 DIRICHLET_ALPHA = 0.3  # sparse mixtures: most classes are dominated by 1-3 topics
 CLASS_SPECIFIC = 0.6  # b: weight of the class-specific latent part (a = sqrt(1 - b^2))
-TEXT_NOISE = 0.5  # s_t: class-level noise of each text encoder
-MOD_OFFSET = 0.5  # s_o: class-level modality-specific offset (not described by text)
-INTRA = 1.0  # s_i: per-video latent variation
+TEXT_NOISE = 0.8  # s_t: class-level noise of each text encoder
+MOD_OFFSET = 0.8  # s_o: class-level modality-specific offset (not described by text)
+INTRA = 1.25  # s_i: per-video latent variation
 OBS_NOISE = 1.0  # s_n: per-coordinate observation noise (signal is ~1 per coordinate)
 CONE = 1.0  # |o_m| per coordinate: shared offset of all embeddings of a modality
 AUDIO_DIMS = (0, 40)  # latent dims audio sees
@@ -201,12 +201,21 @@ def _class_names(spec: _Like, n: int) -> list[tuple[str, str, str]]:
     return names
 
 
+def _case_variant(name: str) -> str:
+    """The same name with its second capital letter lower-cased ("HandStand" -> "Handstand")."""
+    caps = [i for i, ch in enumerate(name) if ch.isupper()]
+    i = caps[1]
+    return name[:i] + name[i].lower() + name[i + 1:]
+
+
 def class_plan(like: str, scale: float = 1.0) -> dict:
     """Names, split membership and per-class video counts (no features). Independent of the seed.
 
-    Returns dict(names=[(original, manual, clip)], all_order=[class idx in all_class.txt order],
-    s1/u1/u2/extra=[class idx], cls_u2=[class idx], counts={class idx: {stage: n videos}}) where
-    counts holds each class's own stages (stage_2_train is derived: S1 train+val_seen, U1 val_unseen).
+    Returns dict(names=[(original, manual, clip)], listed=[spelling in all_class.txt and the CSVs],
+    all_order=[class idx in all_class.txt order], s1/u1/u2/extra=[class idx], cls_u2=[class idx],
+    counts={class idx: {stage: n videos}}) where counts holds each class's own stages (stage_2_train
+    is derived: S1 train+val_seen, U1 val_unseen). `original` is the spelling of the split files,
+    feature files and video names; `listed` equals it except for one UCF class (see _case_variant).
     """
     spec = like_spec(like)
     s1, u1, u2 = _decode(spec.s1), _decode(spec.u1), _decode(spec.u2)
@@ -228,8 +237,11 @@ def class_plan(like: str, scale: float = 1.0) -> dict:
     for c, (tu,) in zip(g_u2, u2):
         counts[c] = {"stage_2_test_unseen": sc(tu)}
     cls_u2 = sorted(rng.choice(g_u2, size=spec.cls_unseen, replace=False).tolist())
+    listed = [n[0] for n in names]
+    if spec.ds == "ucf":  # the real UCF lists one class as HandstandPushups in all_class.txt and
+        listed[g_s1[0]] = _case_variant(names[g_s1[0]][0])  # HandStandPushups in the split files
     all_order = rng.permutation(len(names)).tolist()  # all_class.txt is deliberately unsorted
-    return dict(spec=spec, names=names, all_order=all_order, s1=g_s1, u1=g_u1, u2=g_u2, extra=extra,
+    return dict(spec=spec, names=names, listed=listed, all_order=all_order, s1=g_s1, u1=g_u1, u2=g_u2, extra=extra,
                 cls_u2=cls_u2, counts=counts)
 
 
@@ -265,10 +277,10 @@ def _latent_params(seed: int, n_classes: int, fs: dict) -> dict:
         offset = rng.standard_normal((n_classes, D_LAT))
         mods[mod] = dict(
             lo=lo, hi=hi,
-            mean=(rel[:, None] * (z + MOD_OFFSET * offset))[:, lo:hi],  # (C, seen dims)
+            mean=(rel[:, None] * (z + MOD_OFFSET * offset))[:, lo:hi].astype(np.float32),  # (C, seen)
             # unit-variance output per coordinate for a unit-variance latent
-            map=rng.standard_normal((hi - lo, dim)) / np.sqrt(hi - lo),
-            cone=CONE * rng.standard_normal(dim),
+            map=(rng.standard_normal((hi - lo, dim)) / np.sqrt(hi - lo)).astype(np.float32),
+            cone=(CONE * rng.standard_normal(dim)).astype(np.float32),
         )
     return dict(z=z, mix=mix, text=text, mods=mods)
 
@@ -282,9 +294,12 @@ def _class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype
     for mod in ("audio", "video"):
         p = params["mods"][mod]
         k, dim = p["map"].shape
-        h = p["mean"][c] + INTRA * rng.standard_normal((n, k))
+        h = p["mean"][c] + INTRA * rng.standard_normal((n, k), dtype=np.float32)
         h[missing & (audio_missing if mod == "audio" else ~audio_missing)] = 0.0  # uninformative
-        pre = (h @ p["map"] + p["cone"]).astype(np.float32)
+        # einsum, not `@`: OpenBLAS worker threads spin after each small call and, on a busy 2-core
+        # machine, starve the rest of the loop (measured 5-10x slower); einsum's own loop is serial.
+        pre = np.einsum("nk,kd->nd", h, p["map"])
+        pre += p["cone"]
         pre += OBS_NOISE * rng.standard_normal((n, dim), dtype=np.float32)
         if not temporal:
             out[mod] = list(_unit(pre).astype(dtype))
@@ -318,9 +333,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def _write_class_split(root: Path, plan: dict, params: dict) -> None:
-    spec, names = plan["spec"], plan["names"]
+    spec, names, listed = plan["spec"], plan["names"], plan["listed"]
     cs = root / "class-split"
-    _write_lines(cs / "all_class.txt", [names[c][0] for c in plan["all_order"]])
+    _write_lines(cs / "all_class.txt", [listed[c] for c in plan["all_order"]])
     for split in ("main_split", "cls_split"):
         for stage, cls in _split_classes(plan, split).items():
             lines = sorted((names[c][0] for c in cls), key=str.lower)
@@ -331,26 +346,27 @@ def _write_class_split(root: Path, plan: dict, params: dict) -> None:
     if spec.ds == "vggsound":  # the real VGGSound CSV has a third column; ours = dominant topic
         dom = params["mix"].argmax(1)
         _write_csv(cs / "vggsound_w2v_class_names.csv", ["original", "manual", "category"],
-                   [[names[c][0], names[c][1], f"topic {dom[c]:02d}"] for c in order])
+                   [[listed[c], names[c][1], f"topic {dom[c]:02d}"] for c in order])
     else:
         _write_csv(cs / f"{spec.ds}_w2v_class_names.csv", ["original", "manual"],
-                   [[names[c][0], names[c][1]] for c in order])
+                   [[listed[c], names[c][1]] for c in order])
     if spec.ds == "ucf":
         _write_csv(cs / "ucf_clip_class_names.csv", ["original", "manual", "clip_class_name"],
-                   [list(names[c]) for c in order])
+                   [[listed[c], names[c][1], names[c][2]] for c in order])
 
 
 def _write_text(feat: Path, plan: dict, params: dict, feature_set: str) -> None:
-    """Text dicts keyed like the real files: clipclap by clip_class_name for UCF (manual otherwise),
-    cls/main by manual; entries for every class of all_class.txt."""
+    """Text dicts keyed like the real files: the CLIP-text dict by clip_class_name for UCF (manual
+    otherwise), the WavCaps/CLAP dict and the word2vec dict by manual; entries for every class of
+    all_class.txt, in all_class.txt order."""
     spec, names = plan["spec"], plan["names"]
-    key = 2 if (feature_set == "clipclap" and spec.ds == "ucf") else 1
-    files = {"clip": f"word_embeddings_{spec.ds}_normed.npy",
-             "clap": f"wavcaps_word_embeddings_{spec.ds}_normed.npy",
-             "w2v": f"word_embeddings_{spec.ds}_normed.npy"}
+    files = {"clip": (f"word_embeddings_{spec.ds}_normed.npy", 2 if spec.ds == "ucf" else 1),
+             "clap": (f"wavcaps_word_embeddings_{spec.ds}_normed.npy", 1),
+             "w2v": (f"word_embeddings_{spec.ds}_normed.npy", 1)}
     (feat / "text").mkdir(parents=True, exist_ok=True)
     for part, emb in params["text"].items():
-        np.save(feat / "text" / files[part], {names[c][key]: emb[c] for c in plan["all_order"]},
+        fname, key = files[part]
+        np.save(feat / "text" / fname, {names[c][key]: emb[c] for c in plan["all_order"]},
                 allow_pickle=True)
 
 

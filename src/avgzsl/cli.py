@@ -157,6 +157,22 @@ def cmd_demo(args) -> int:
     return code
 
 
+def _csv(text: str, cast=str) -> list:
+    try:
+        return [cast(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AvgzslError(f"{text!r}: expected a comma-separated list") from None
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+    reproduce(datasets=_csv(args.datasets), tables=_csv(args.tables, int), seeds=_csv(args.seeds, int),
+              out=Path(args.out), data_root=Path(args.data_root) if args.data_root else None, device=args.device,
+              dry_run=args.dry_run, synthetic_scale=args.synthetic_scale, executor=args.executor,
+              extra_sets=tuple(args.set), progress=not args.quiet)
+    return 0
+
+
 # ---- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", help="dataset root (default: the one the run recorded)")
     q.add_argument("--device", default="cpu")
     q.set_defaults(fn=cmd_eval)
+
+    q = sub.add_parser("reproduce", help="the paper's Tables 2-5 as mean ± std over seeds")
+    q.add_argument("--data-root", help="folder with UCF/, ActivityNet/, VGGSound/ (default: synthetic benchmarks)")
+    q.add_argument("--datasets", default="ucf,activitynet,vggsound")
+    q.add_argument("--tables", default="2,3,4,5")
+    q.add_argument("--seeds", default="0,1,2")
+    q.add_argument("--out", default="runs/reproduce")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--dry-run", action="store_true", help="list the runs and their estimated time")
+    q.add_argument("--synthetic-scale", type=float, default=1.0, help="videos per class of the synthetic default")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    q.add_argument("--executor", choices=["local", "ray"], default="local")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_reproduce)
 
     q = sub.add_parser("demo", help="synthetic UCF-like data, then the full protocol with the MFT preset")
     q.add_argument("--data-dir", help="where to write the synthetic data (default: the avgzsl cache)")

@@ -1,0 +1,118 @@
+"""The paper's tables from finished runs: our mean ± std over seeds beside the paper's value.
+
+Layout as in the paper: one row per method, columns = datasets × (S, U, HM, ZSL), in percent. Below each
+of our rows, the paper's number and the difference (ours − paper). Std is the sample standard deviation
+over seeds (ddof=1; 0 for a single seed).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_text
+from . import paper
+
+NOT_IMPLEMENTED = "not implemented"
+
+
+def _results(exps, dataset: str, key: str) -> list[dict]:
+    out = []
+    for e in exps:
+        if e.dataset == dataset and e.variant.key == key and e.done:
+            out.append(json.loads((e.out / "results.json").read_text()))
+    return out
+
+
+def _paper_rows(table: int) -> dict:
+    return {2: {k: v[2] for k, v in paper.TABLE2.items()}, 3: paper.TABLE3, 4: paper.TABLE4, 5: paper.TABLE5}[table]
+
+
+def summarize(results: list[dict]) -> dict[str, tuple[float, float, int]]:
+    out = {}
+    for m in paper.METRICS:
+        vals = np.array([100 * r["test"][m] for r in results], dtype=float)
+        out[m] = (float(vals.mean()) if len(vals) else float("nan"),
+                  float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
+    return out
+
+
+def build_table(table: int, exps, datasets: list[str]) -> tuple[list[str], list[list[str]], list[dict]]:
+    """(header, markdown rows, csv records) for one table."""
+    from ..models import list_models
+    from ..reproduce import table_rows
+    order = [d for d in paper.DATASETS if d in datasets]
+    header = ["method"] + [f"{paper.DATASET_TITLES[d]} {paper.METRIC_TITLES[m]}" for d in order for m in paper.METRICS]
+    rows, records = [], []
+    paper_rows = _paper_rows(table)
+    for label, key in table_rows(table, list_models()):
+        ref = paper_rows[label]
+        if key is None:
+            rows.append([f"{label} ({NOT_IMPLEMENTED})"] + [f"{ref[d][m]:.2f}" for d in order for m in paper.METRICS])
+            for d in order:
+                for m in paper.METRICS:
+                    records.append(dict(table=table, method=label, variant="", dataset=d, metric=m, mean="",
+                                        std="", n=0, paper=ref[d][m], diff="", note=NOT_IMPLEMENTED))
+            continue
+        ours, theirs = [f"**{label}** (ours)"], ["  paper (Δ = ours − paper)"]
+        for d in order:
+            s = summarize(_results(exps, d, key))
+            for m in paper.METRICS:
+                mean, std, n = s[m]
+                if n == 0:
+                    ours.append("–")
+                    theirs.append(f"{ref[d][m]:.2f}")
+                else:
+                    ours.append(f"{mean:.2f} ± {std:.2f}")
+                    theirs.append(f"{ref[d][m]:.2f} ({mean - ref[d][m]:+.2f})")
+                records.append(dict(table=table, method=label, variant=key, dataset=d, metric=m,
+                                    mean=round(mean, 4) if n else "", std=round(std, 4) if n else "", n=n,
+                                    paper=ref[d][m], diff=round(mean - ref[d][m], 4) if n else "", note=""))
+        rows += [ours, theirs]
+    return header, rows, records
+
+
+def _footnotes(exps, datasets: list[str], synthetic: bool) -> list[str]:
+    notes = []
+    if synthetic:
+        notes.append("**Synthetic data.** These runs use avgzsl's built-in synthetic benchmarks "
+                     "(`docs/synthetic.md`); the paper's columns are shown for reference only and the "
+                     "differences say nothing about the method on real data.")
+    for d in [d for d in paper.DATASETS if d in datasets]:
+        settings = set()
+        for e in exps:
+            if e.dataset == d and e.done:
+                r = json.loads((e.out / "results.json").read_text())
+                settings.add((r.get("text_alignment"), r.get("split"), r.get("feature_set")))
+        for align, split, feats in sorted(settings, key=str):
+            ref = "follows the reference code's class/text pairing" if align == "reference_order" else \
+                "pairs classes with text by name (differs from the reference code where its pairing is wrong)"
+            notes.append(f"{paper.DATASET_TITLES[d]}: text_alignment={align} ({ref}); split={split}; "
+                         f"features={feats}.")
+    return notes
+
+
+def write_tables(exps, tables: list[int], out: Path, synthetic: bool) -> tuple[Path, Path]:
+    datasets = sorted({e.dataset for e in exps}, key=paper.DATASETS.index)
+    md, records = [], []
+    for t in tables:
+        header, rows, recs = build_table(t, exps, datasets)
+        records += recs
+        md.append(f"## {paper.TITLES[t]}\n")
+        md.append("| " + " | ".join(header) + " |")
+        md.append("|" + "---|" * len(header))
+        md += ["| " + " | ".join(r) + " |" for r in rows]
+        md.append("")
+    seeds = sorted({e.seed for e in exps})
+    md.append(f"Mean ± sample std over seeds {', '.join(map(str, seeds))}; S, U, HM, ZSL in percent (test set, "
+              f"β chosen on validation).\n")
+    md += [f"- {n}" for n in _footnotes(exps, datasets, synthetic)]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["table", "method", "variant", "dataset", "metric", "mean", "std", "n",
+                                        "paper", "diff", "note"])
+    w.writeheader()
+    w.writerows(records)
+    return write_text(out / "tables.md", "\n".join(md) + "\n"), write_text(out / "tables.csv", buf.getvalue())

@@ -1,0 +1,199 @@
+"""Reproduce the paper's Tables 2-5: every needed protocol run once, skipping finished runs.
+
+An experiment is (dataset, variant, seed). A variant is a model preset plus `--set` overrides; a variant
+that appears in several tables (MFT itself appears in all four) runs once. Run folders live at
+`OUT/<dataset>/<variant>/seed<k>`: a folder with `results.json` is done and skipped, one with `state.pt`
+resumes, anything else starts afresh. Tables go to `OUT/tables.md` and `OUT/tables.csv`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AvgzslError
+from .reports import paper
+
+log = logging.getLogger("avgzsl.reproduce")
+
+DATASET_FOLDERS = {"ucf": "UCF", "activitynet": "ActivityNet", "vggsound": "VGGSound"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # folder name
+    model: str  # registry name; the preset is f"{model}_{dataset}"
+    overrides: tuple[str, ...] = ()
+
+
+MFT_VARIANTS = {
+    "mft": Variant("mft", "mft"),
+    "mft-no-attention": Variant("mft-no-attention", "mft", ("mft.attention=none",)),
+    "mft-no-cos": Variant("mft-no-cos", "mft", ("mft.lambda_cos=0",)),
+    "mft-no-kl": Variant("mft-no-kl", "mft", ("mft.lambda_kl=0",)),
+    "mft-audio": Variant("mft-audio", "mft", ("mft.modalities=audio",)),
+    "mft-video": Variant("mft-video", "mft", ("mft.modalities=video",)),
+}
+
+# table -> [(row label in the paper, variant key or None if not implemented)]
+def table_rows(table: int, registered: list[str]) -> list[tuple[str, str | None]]:
+    if table == 2:
+        rows = []
+        for label, (name, _, _) in paper.TABLE2.items():
+            rows.append((label, name if name in registered else None))
+        return rows
+    return {3: [("w/o attention", "mft-no-attention"), ("MFT", "mft")],
+            4: [("l - l_cos", "mft-no-cos"), ("l - l_kl", "mft-no-kl"), ("l", "mft")],
+            5: [("audio only", "mft-audio"), ("visual only", "mft-video"), ("both", "mft")]}[table]
+
+
+def variant(key: str) -> Variant:
+    return MFT_VARIANTS.get(key) or Variant(key, key)
+
+
+@dataclass
+class Experiment:
+    dataset: str
+    variant: Variant
+    seed: int
+    data_root: Path
+    out: Path  # run folder
+    overrides: tuple[str, ...] = field(default=())
+
+    @property
+    def preset(self) -> str:
+        return f"{self.variant.model}_{self.dataset}"
+
+    @property
+    def done(self) -> bool:
+        return (self.out / "results.json").exists()
+
+    def sets(self) -> list[str]:
+        return [*self.variant.overrides, f"seed={self.seed}", *self.overrides]
+
+
+def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: Path,
+         extra_sets: tuple[str, ...] = ()) -> list[Experiment]:
+    from .models import list_models
+    registered = list_models()
+    keys: list[str] = []
+    for t in tables:
+        for _, key in table_rows(t, registered):
+            if key is not None and key not in keys:
+                keys.append(key)
+    return [Experiment(ds, variant(k), s, root, out / ds / k / f"seed{s}", tuple(extra_sets))
+            for ds, root in data_roots.items() for k in keys for s in seeds]
+
+
+def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False) -> dict:
+    """One protocol run (resuming or restarting as its folder says). Pure: safe to call from a worker."""
+    from .cli import resolve_config
+    from .config import load_config
+    from .data import load_benchmark
+    from .protocol import run_protocol
+    if exp.done:
+        return json.loads((exp.out / "results.json").read_text())
+    resume = (exp.out / "state.pt").exists()
+    if exp.out.exists() and not resume:
+        shutil.rmtree(exp.out)  # killed before its first epoch ended: nothing to keep
+    cfg = load_config(resolve_config(exp.preset), exp.sets())
+    cfg.name = f"{exp.variant.key}-{exp.dataset}-seed{exp.seed}"
+    bench = load_benchmark(exp.data_root, split=cfg.split, feature_dir=cfg.feature_dir,
+                           text_alignment=cfg.text_alignment)
+    return run_protocol(cfg, bench, exp.out, device=device, progress=progress, resume=resume)
+
+
+def estimate_seconds(exp: Experiment, bench_json: Path | None = None) -> float:
+    """Rough run time from the benchmark suite's measured samples/s (or a conservative default)."""
+    from .cli import resolve_config
+    from .config import load_config
+    cfg = load_config(resolve_config(exp.preset), exp.sets())
+    rate = 2000.0  # samples/s on a 2-core CPU when no benchmark figure is known
+    if bench_json and bench_json.exists():
+        try:
+            rows = json.loads(bench_json.read_text()).get("runs", [])
+            match = [r for r in rows if r.get("model") == exp.variant.model and r.get("dataset") == exp.dataset]
+            if match:
+                rate = float(match[0]["train_samples_per_s"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    epochs = cfg.epochs + (cfg.epochs * 0.75)  # stage 2 runs best_epoch + 1 <= epochs
+    return epochs * cfg.n_batches * cfg.bs / rate
+
+
+def default_synthetic_roots(datasets: list[str], scale: float, cache: Path) -> dict[str, Path]:
+    from .data.synthetic import make_synthetic
+    roots = {}
+    for ds in datasets:
+        root = cache / "synthetic" / f"{ds}-scale{scale:g}-seed0"
+        if not (root / "class-split").exists():
+            log.info("writing the synthetic %s-like benchmark to %s", ds, root)
+            make_synthetic(ds, root, scale=scale, seed=0)
+        roots[ds] = root
+    return roots
+
+
+def real_roots(data_root: Path, datasets: list[str]) -> dict[str, Path]:
+    roots = {}
+    for ds in datasets:
+        candidates = [data_root / DATASET_FOLDERS[ds], data_root / ds]
+        hit = next((c for c in candidates if c.is_dir()), None)
+        if hit is None:
+            raise AvgzslError(f"{data_root}: no {DATASET_FOLDERS[ds]}/ folder for dataset {ds}")
+        roots[ds] = hit
+    return roots
+
+
+def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Path, data_root: Path | None = None,
+              device: str = "cpu", dry_run: bool = False, synthetic_scale: float = 1.0, cache: Path | None = None,
+              executor: str = "local", extra_sets: tuple[str, ...] = (), progress: bool = True,
+              runner=None) -> dict:
+    from .reports.tables import write_tables
+    out = Path(out)
+    synthetic = data_root is None
+    for ds in datasets:
+        if ds not in DATASET_FOLDERS:
+            raise AvgzslError(f"unknown dataset {ds!r}; choose from {', '.join(DATASET_FOLDERS)}")
+    if synthetic:
+        from .cli import default_cache
+        roots = default_synthetic_roots(datasets, synthetic_scale, cache or default_cache()) if not dry_run else \
+            {ds: Path("<synthetic>") for ds in datasets}
+    else:
+        roots = real_roots(Path(data_root), datasets)
+    exps = plan(roots, tables, seeds, out, extra_sets)
+    bench_json = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "protocol.json"
+    if dry_run:
+        total = 0.0
+        lines = []
+        for e in exps:
+            sec = 0.0 if e.done else estimate_seconds(e, bench_json)
+            total += sec
+            lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
+                         f"~{sec / 60:.1f} min  --config {e.preset} " + " ".join(f"--set {s}" for s in e.sets()))
+        print("\n".join(lines))
+        print(f"{len(exps)} runs, {sum(not e.done for e in exps)} to do, about {total / 60:.0f} min on this machine")
+        return {"runs": len(exps), "estimated_s": total}
+    todo = [e for e in exps if not e.done]
+    log.info("%d runs planned, %d already done", len(exps), len(exps) - len(todo))
+    t0 = time.perf_counter()
+    failures = []
+    if runner is not None:
+        failures = runner(todo, device)
+    else:
+        for i, e in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}", flush=True)
+            try:
+                run_experiment(e, device, progress)
+            except AvgzslError:
+                raise
+            except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
+                log.error("%s failed: %s", e.out, err)
+                failures.append((e, repr(err)))
+    paths = write_tables(exps, tables, out, synthetic=synthetic)
+    print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f}s; tables: {paths[0]} and {paths[1]}")
+    if failures:
+        raise AvgzslError(f"{len(failures)} run(s) failed, first: {failures[0][0].out}: {failures[0][1]}")
+    return {"tables": [str(p) for p in paths], "runs": len(exps)}

@@ -132,11 +132,17 @@ def test_bytes_video_names_and_scalar_fps(tmp_path):
 
 def test_stacked_ndarray_features(tmp_path):
     lay = make_dataset(tmp_path)
-    for mod in ("audio", "video"):
-        vids = [v for v in lay.videos["stage_1_train"] if v.cls == "Archery"]
-        write_pkl(lay.file(mod, "stage_1_train", "Archery"), np.stack([getattr(v, mod) for v in vids]),
-                  np.array([v.name for v in vids]), 25)
-    check_against_layout(load(lay, tmp_path), lay)
+    # stage_1_val_unseen has one class: protocol 5 unpickles its stacked array as a read-only view
+    for stage, cls in (("stage_1_train", "Archery"), ("stage_1_val_unseen", "HandStandPushups")):
+        vids = [v for v in lay.videos[stage] if v.cls == cls]
+        for mod in ("audio", "video"):
+            arr = np.stack([getattr(v, mod) for v in vids])
+            arr.flags.writeable = False  # pickled as bytes (not bytearray) -> read-only on load
+            write_pkl(lay.file(mod, stage, cls), arr, np.array([v.name for v in vids]), 25, protocol=5)
+    bench = load(lay, tmp_path)
+    check_against_layout(bench, lay)
+    s = bench.splits["stage_1_val_unseen"]
+    assert s.audio.flags.writeable and s.video.flags.writeable
 
 
 def test_feature_files_of_classes_not_in_their_stage_list_are_skipped(tmp_path):

@@ -93,8 +93,24 @@ def test_dotted_name_and_codec_tricks_are_refused():
         safe_loads(data)
     # _codecs.encode is allowed only as protocol-2 bytes use it (latin-1)
     data = b"c_codecs\nencode\n(Vabc\nVrot13\ntR."
-    with pytest.raises(DataError, match="rot13"):
+    with pytest.raises(UnsafePickleError, match="rot13"):
         safe_loads(data)
+
+
+def test_direct_ndarray_call_cannot_forge_object_pointers():
+    # numpy.ndarray((1,), dtype("O8"), b"AAAAAAAA") would read 8 file bytes as an object pointer.
+    data = (b"\x80\x04\x8c\x05numpy\x8c\x07ndarray\x93K\x01\x85\x8c\x05numpy\x8c\x05dtype\x93"
+            b"\x8c\x02O8\x89\x88\x87RC\x08AAAAAAAA\x87R.")
+    with pytest.raises(UnsafePickleError, match="calling numpy.ndarray directly"):
+        safe_loads(data, source="forged.pkl")
+
+
+def test_loaded_arrays_are_plain_ndarrays():
+    obj = {"list": [np.ones(2)], "ragged": np.array([np.zeros(2), {"x": np.arange(3)}], dtype=object)}
+    got = safe_loads(pickle.dumps(obj, protocol=5))
+    assert type(got["list"][0]) is np.ndarray and type(got["ragged"]) is np.ndarray
+    assert type(got["ragged"][0]) is np.ndarray and type(got["ragged"][1]["x"]) is np.ndarray
+    assert got["ragged"][1]["x"].tolist() == [0, 1, 2]
 
 
 def test_malicious_feature_pickle_through_loader(tmp_path):

@@ -359,8 +359,10 @@ def _parse_features(path: Path, features, names, fps) -> tuple[list[str], _Mod |
     if data.dtype.kind not in "fiu":
         raise DataError(f"{path}: features are not numeric (dtype {data.dtype})")
     data = data.astype(np.float32, copy=False)  # float16 (ClipClap's CLIP/CLAP release) -> float32
-    finite = np.isfinite(data)
-    if not finite.all():
+    # A NaN/inf makes the sum non-finite; only then pay for the element-wise mask (a finite sum
+    # that overflows also lands here and is then found clean).
+    finite = np.isfinite(data) if not np.isfinite(data.sum(dtype=np.float64)) else None
+    if finite is not None and not finite.all():
         bad_rows = ~finite.all(axis=1)
         video_of = np.arange(n) if lengths is None else np.repeat(np.arange(n), lengths)
         bad_videos = np.unique(video_of[bad_rows])
@@ -717,7 +719,8 @@ def _assemble(pieces, classes: np.ndarray) -> Split:
         parts = [p[k] for p in pieces]
         data = np.concatenate([m.data for m in parts]) if len(parts) > 1 else parts[0].data
         if not parts[0].temporal:
-            kw[mod] = np.ascontiguousarray(data, dtype=np.float32)
+            # writable: a single piece may still be a read-only view of an unpickled buffer
+            kw[mod] = np.require(data, np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
             continue
         lengths = np.concatenate([m.lengths for m in parts])
         fps = np.concatenate([m.fps for m in parts])

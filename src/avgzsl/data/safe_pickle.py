@@ -35,6 +35,10 @@ def _numpy_internals():
     return multiarray._reconstruct, multiarray.scalar, numeric._frombuffer
 
 
+class _Refused(pickle.UnpicklingError):
+    """Raised by the allow-listed stand-ins below; reported as UnsafePickleError with the file name."""
+
+
 class _Latin1Encode:
     """Stand-in for `_codecs.encode`, which protocol 0-2 pickles use to store `bytes` (as latin-1 text).
 
@@ -47,15 +51,39 @@ class _Latin1Encode:
 
     def __call__(self, obj, encoding="utf-8", errors="strict"):
         if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1", "iso8859-1"):
-            raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+            raise _Refused(f"_codecs.encode with encoding {encoding!r}")
         return str(obj).encode("latin-1", errors)
 
     def __setstate__(self, state):
-        raise pickle.UnpicklingError("refusing to modify an allow-listed callable")
+        raise _Refused("modifying an allow-listed callable (BUILD)")
+
+
+class _GuardedArray(np.ndarray):
+    """What `numpy.ndarray` resolves to. `_reconstruct(ndarray, ...)` builds arrays of this class at C
+    level (no `__new__`), so genuine pickles load; but a REDUCE calling `numpy.ndarray(shape, dtype,
+    buffer)` directly is refused, because with an object dtype that would turn raw bytes from the
+    file into object pointers. Loaded arrays are turned back into plain ndarrays (`_unguard`).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise _Refused("calling numpy.ndarray directly (it could build object arrays from raw bytes)")
+
+
+class _FromBuffer:
+    """`numpy.core.numeric._frombuffer` behind a slotted callable, so BUILD cannot set attributes
+    (e.g. `__defaults__`) on numpy's own function."""
+
+    __slots__ = ()
+
+    def __call__(self, buf, dtype, shape, order):
+        return _FROMBUFFER(buf, dtype, shape, order)
+
+    def __setstate__(self, state):
+        raise _Refused("modifying an allow-listed callable (BUILD)")
 
 
 def _build_allow_list() -> dict[tuple[str, str], Any]:
-    reconstruct, scalar, frombuffer = _numpy_internals()
+    reconstruct, scalar, _ = _numpy_internals()
     allowed: dict[tuple[str, str], Any] = {}
     # Every spelling numpy 1.x / 2.x pickles use maps to this numpy's objects; the deprecated
     # numpy.core modules are never imported.
@@ -63,8 +91,8 @@ def _build_allow_list() -> dict[tuple[str, str], Any]:
         allowed[(mod, "_reconstruct")] = reconstruct
         allowed[(mod, "scalar")] = scalar
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = frombuffer  # protocol 5 in-band arrays
-    allowed[("numpy", "ndarray")] = np.ndarray
+        allowed[(mod, "_frombuffer")] = _FromBuffer()  # protocol 5 in-band arrays
+    allowed[("numpy", "ndarray")] = _GuardedArray
     allowed[("numpy", "dtype")] = np.dtype
     # Containers and numbers without an opcode of their own in some protocol; `__builtin__` is the
     # Python 2 spelling (find_class sees it before fix_imports would map it).
@@ -76,7 +104,32 @@ def _build_allow_list() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+_FROMBUFFER = _numpy_internals()[2]
 _ALLOWED = _build_allow_list()
+
+
+def _unguard(obj: Any) -> Any:
+    """Replace every `_GuardedArray` in a loaded structure by a plain ndarray view (no copy)."""
+    if isinstance(obj, np.ndarray):
+        if type(obj) is _GuardedArray:
+            obj = obj.view(np.ndarray)
+        if obj.dtype == object:  # e.g. a ragged list of per-video arrays, or np.save's 0-d dict
+            for idx in np.ndindex(obj.shape):
+                item = obj[idx]
+                if isinstance(item, _CONTAINERS):
+                    obj[idx] = _unguard(item)
+        return obj
+    # Only descend into what can hold arrays (a call per video-name string would cost ~1 us each).
+    if isinstance(obj, list):
+        return [_unguard(x) if isinstance(x, _CONTAINERS) else x for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unguard(x) if isinstance(x, _CONTAINERS) else x for x in obj)
+    if isinstance(obj, dict):
+        return {k: _unguard(v) if isinstance(v, _CONTAINERS) else v for k, v in obj.items()}
+    return obj
+
+
+_CONTAINERS = (np.ndarray, list, tuple, dict)
 
 
 def allowed_globals() -> list[str]:
@@ -106,9 +159,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def _unpickle(fp: BinaryIO, source: str | Path) -> Any:
     try:
-        return RestrictedUnpickler(fp, source=source).load()
+        return _unguard(RestrictedUnpickler(fp, source=source).load())
     except DataError:  # UnsafePickleError included: already names the file
         raise
+    except _Refused as e:
+        raise UnsafePickleError(f"{source}: refused {e}; nothing from the file was executed") from e
     except RecursionError as e:
         raise DataError(f"{source}: corrupt pickle (nesting too deep)") from e
     except Exception as e:  # noqa: BLE001 - any failure inside a corrupt pickle is a data problem

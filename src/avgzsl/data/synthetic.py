@@ -27,9 +27,15 @@ only part of the class information, and fusing them must help; nothing here is t
 * Temporal. T ~ U{5..10} steps per video and modality (drawn independently); step t is
   unit(pre-normalisation vector + s_step * noise), fps 1.0.
 
+Real-file quirks kept on purpose (the reader meets them on real data): all_class.txt is unsorted and
+lists unused classes; one UCF class is spelled with a different case in all_class.txt than in the
+split and feature files; VGGSound's cls_split test-unseen list lacks its final newline and its w2v
+CSV has a third column.
+
 Determinism: everything comes from numpy.random.default_rng: global parameters from [seed, 0], the
 videos of class c from [seed, 1, c]. Class names, split membership and video counts do not depend on
-`seed` (only on `like` and `scale`), as with a real benchmark whose features one re-extracts.
+`seed` (only on `like` and `scale`), as with a real benchmark whose features one re-extracts; the one
+exception is VGGSound's CSV `category` column, which names each class's dominant latent topic.
 """
 from __future__ import annotations
 
@@ -428,6 +434,8 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
         raise DataError(f"unknown feature_set {feature_set!r}; choose one of {sorted(FEATURE_DIMS)}")
     if not (scale > 0 and np.isfinite(scale)):
         raise DataError(f"scale must be a positive number, got {scale!r}")
+    if int(seed) < 0:
+        raise DataError(f"seed must be >= 0, got {seed!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a directory")

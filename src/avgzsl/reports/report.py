@@ -1,0 +1,494 @@
+"""One run's report: a self-contained `report.html` (figures embedded as base64 PNG) plus the PNGs.
+
+    write_report(run_dir)             -> RUN_DIR/report.html, RUN_DIR/report/*.png
+    write_report(run_dir, out=P)      -> P (an .html path), PNGs in P's folder under P's stem
+
+Sections (HTML ids): `headline`, `training`, `calibration`, `class-accuracy`, `confusions`, `embedding-map`.
+Everything is read from the run folder (docs/protocol.md); numbers are recomputed with `avgzsl.metrics`
+(never a second implementation). A missing optional file skips the sections that need it with a note;
+a folder that is not a run folder raises `AvgzslError` naming it. See docs/reports.md.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AvgzslError
+from ..io import write_text
+from ..metrics import Nearest, gzsl_metrics, predict_columns, seen_unseen_curve
+from . import plots
+
+SECTIONS = {  # id -> heading
+    "headline": "Headline",
+    "training": "Training curves",
+    "calibration": "Calibration and the seen–unseen curve",
+    "class-accuracy": "Per-class accuracy",
+    "confusions": "Most confused class pairs",
+    "embedding-map": "Embedding map",
+}
+PNG_NAMES = ("training.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
+NPZ_KEYS = ("nearest_seen_col", "nearest_seen_dist", "nearest_unseen_col", "nearest_unseen_dist", "labels",
+            "class_ids", "seen_mask")
+
+
+# ------------------------------------------------------------------------------------------------------
+# reading a run folder
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class RunFiles:
+    """What a run folder holds; each optional part is None when missing or unreadable (reason in `notes`)."""
+
+    path: Path
+    results: dict | None
+    rows: list[dict]
+    config_text: str | None
+    env: dict | None
+    timings: dict | None
+    test: dict | None  # arrays of eval/test.npz
+    notes: dict = field(default_factory=dict)  # file name -> why it was not used
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+
+def _read_json(path: Path, notes: dict) -> dict | None:
+    if not path.exists():
+        notes[path.name] = "missing"
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        notes[path.name] = f"unreadable ({type(e).__name__}: {e})"
+        return None
+
+
+def load_run(run_dir: str | Path, need_results: bool = False) -> RunFiles:
+    """Read a run folder. Not a folder, or neither results.json nor log.jsonl in it -> AvgzslError."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise AvgzslError(f"{path}: no such run folder")
+    if not (path / "results.json").exists() and not (path / "log.jsonl").exists():
+        raise AvgzslError(f"{path}: not a run folder (no results.json or log.jsonl; see docs/protocol.md)")
+    if need_results and not (path / "results.json").exists():
+        raise AvgzslError(f"{path}: the run has not finished (no results.json)")
+    notes: dict[str, str] = {}
+    results = _read_json(path / "results.json", notes)
+    if results is None and need_results:
+        raise AvgzslError(f"{path / 'results.json'}: {notes['results.json']}")
+    if results is not None and not isinstance(results.get("test"), dict):
+        if need_results:
+            raise AvgzslError(f"{path / 'results.json'}: no 'test' results in it")
+        notes["results.json"] = "has no 'test' results"
+        results = None
+    rows = []
+    log_path = path / "log.jsonl"
+    if log_path.exists():
+        for i, line in enumerate(log_path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                notes["log.jsonl"] = f"line {i + 1} is not JSON (skipped)"
+                continue
+            if isinstance(row, dict) and "stage" in row and "epoch" in row:
+                rows.append(row)
+    else:
+        notes["log.jsonl"] = "missing"
+    config_text = (path / "config.yaml").read_text() if (path / "config.yaml").exists() else None
+    if config_text is None:
+        notes["config.yaml"] = "missing"
+    env = _read_json(path / "env.json", notes)
+    timings = _read_json(path / "timings.json", notes)
+    test = None
+    npz = path / "eval" / "test.npz"
+    if npz.exists():
+        try:
+            with np.load(npz, allow_pickle=False) as f:
+                test = {k: f[k] for k in f.files}
+            missing = [k for k in NPZ_KEYS if k not in test]
+            if missing:
+                notes["eval/test.npz"] = "lacks " + ", ".join(missing)
+                test = None
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            notes["eval/test.npz"] = f"unreadable ({type(e).__name__}: {e})"
+            test = None
+    else:
+        notes["eval/test.npz"] = "missing"
+    return RunFiles(path, results, rows, config_text, env, timings, test, notes)
+
+
+# ------------------------------------------------------------------------------------------------------
+# test-set analysis at the chosen beta (all through avgzsl.metrics)
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class TestAnalysis:
+    beta: float
+    class_ids: np.ndarray  # (C,) candidate class ids
+    class_names: list[str]  # (C,)
+    seen_mask: np.ndarray  # (C,)
+    counts: np.ndarray  # (C,) test videos per candidate class
+    accuracy: np.ndarray  # (C,) per-class accuracy at beta (NaN: no videos)
+    label_cols: np.ndarray  # (N,)
+    pred_cols: np.ndarray  # (N,)
+    summary: dict  # S/U/HM/ZSL/AUSUC recomputed at beta
+    nearest: Nearest
+
+
+def nearest_from_npz(test: dict) -> Nearest:
+    return Nearest(np.asarray(test["nearest_seen_col"]), np.asarray(test["nearest_seen_dist"]),
+                   np.asarray(test["nearest_unseen_col"]), np.asarray(test["nearest_unseen_dist"]))
+
+
+def analyse_test(test: dict, beta: float) -> TestAnalysis:
+    """Predictions, per-class accuracy and S/U/HM of eval/test.npz at `beta`."""
+    nearest = nearest_from_npz(test)
+    class_ids = np.asarray(test["class_ids"])
+    seen_mask = np.asarray(test["seen_mask"], dtype=bool)
+    labels = np.asarray(test["labels"])
+    res = gzsl_metrics(nearest, labels, class_ids, seen_mask, np.array([beta]))
+    label_cols = np.searchsorted(class_ids, labels)
+    names = ([str(n) for n in test["class_names"]] if "class_names" in test
+             else [f"class {int(c)}" for c in class_ids])
+    return TestAnalysis(beta=float(beta), class_ids=class_ids, class_names=names, seen_mask=seen_mask,
+                        counts=np.bincount(label_cols, minlength=len(class_ids)),
+                        accuracy=np.asarray(res.class_accuracy, dtype=np.float64), label_cols=label_cols,
+                        pred_cols=predict_columns(nearest, beta), summary=res.summary(), nearest=nearest)
+
+
+def confused_pairs(an: TestAnalysis, k: int = 15) -> list[dict]:
+    """The top-k off-diagonal cells of the confusion matrix at the chosen beta.
+
+    Order: count (descending), then share of the true class's videos (descending), then true, predicted
+    column. share = count / test videos of the true class.
+    """
+    C = len(an.class_ids)
+    cm = np.bincount(an.label_cols * C + an.pred_cols, minlength=C * C).reshape(C, C)
+    np.fill_diagonal(cm, 0)
+    t, p = np.nonzero(cm)
+    counts = cm[t, p]
+    share = counts / an.counts[t]
+    order = np.lexsort((p, t, -share, -counts))[:k]
+    out = []
+    for i in order:
+        ti, pi = int(t[i]), int(p[i])
+        out.append({"true_col": ti, "pred_col": pi, "true_id": int(an.class_ids[ti]),
+                    "pred_id": int(an.class_ids[pi]), "true_name": an.class_names[ti],
+                    "pred_name": an.class_names[pi], "true_seen": bool(an.seen_mask[ti]),
+                    "pred_seen": bool(an.seen_mask[pi]), "count": int(counts[i]), "share": float(share[i]),
+                    "true_videos": int(an.counts[ti])})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# HTML helpers
+# ------------------------------------------------------------------------------------------------------
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.seen td:first-child { border-left: 4px solid #1f77b4; } tr.unseen td:first-child { border-left: 4px solid #ff7f0e; }
+pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.85em; border: 1px solid #e3e3e3; }
+img { max-width: 100%; border: 1px solid #eee; } .note { color: #8a4b00; background: #fff6e5; padding: 0.4em 0.7em; }
+.muted { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _pct(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * float(x):.2f}"
+
+
+def _img(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def _kv_table(d: dict, table_id: str) -> str:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, (dict, list)):
+            v = json.dumps(v)
+        rows.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
+    return f'<table id="{table_id}">' + "".join(rows) + "</table>"
+
+
+def _section(sid: str, body: str) -> str:
+    return f'<section id="{sid}">\n<h2>{_e(SECTIONS[sid])}</h2>\n{body}\n</section>\n'
+
+
+# ------------------------------------------------------------------------------------------------------
+# sections
+# ------------------------------------------------------------------------------------------------------
+def _headline(run: RunFiles, an: TestAnalysis | None) -> str:
+    r = run.results
+    parts = []
+    if r is None:
+        parts.append(_note(f"results.json: {run.notes.get('results.json', 'missing')} — the run has not "
+                           "finished; only the training curves can be drawn."))
+    else:
+        cols = ("seen", "unseen", "hm", "zsl")
+        head = "<tr><th></th><th>S</th><th>U</th><th>HM</th><th>ZSL</th><th>β</th><th>AUSUC</th></tr>"
+        body = []
+        for which, label in (("test", "test (β chosen on val)"), ("val", "validation (best stage-1 epoch)")):
+            m = r.get(which)
+            if not isinstance(m, dict):
+                continue
+            cells = "".join(f'<td class="num" data-key="{c}">{_pct(m.get(c))}</td>' for c in cols)
+            beta = m.get("beta")
+            cells += f'<td class="num">{"–" if beta is None else f"{beta:.4g}"}</td>'
+            cells += f'<td class="num">{_pct(m.get("ausuc"))}</td>'
+            body.append(f'<tr id="headline-{which}"><th>{_e(label)}</th>{cells}</tr>')
+        parts.append('<table id="headline-table">' + head + "".join(body) + "</table>")
+        parts.append('<p class="muted">S, U, HM, ZSL and AUSUC in percent. S/U: mean per-class accuracy over the '
+                     "seen/unseen candidate classes at β; HM = 2SU/(S+U); ZSL: unseen videos among unseen classes "
+                     "only; AUSUC: exact area under the seen–unseen curve over all β.</p>")
+        best, e2 = r.get("best_epoch"), r.get("stage2_epochs")
+        facts = {"best epoch (0-based, as in log.jsonl)": best, "stage-2 epochs (best epoch + 1)": e2}
+        for k in ("model", "dataset", "feature_set", "split", "text_alignment", "seed"):
+            if k in r:
+                facts[k] = r[k]
+        parts.append(_kv_table(facts, "headline-facts"))
+        if an is not None:
+            t = r["test"]
+            diffs = [abs(an.summary[k] - t[k]) for k in ("seen", "unseen", "hm") if k in t]
+            ok = bool(diffs) and max(diffs) < 1e-9
+            msg = (f"Recomputed from eval/test.npz at β = {an.beta:.4g}: S {_pct(an.summary['seen'])}, "
+                   f"U {_pct(an.summary['unseen'])}, HM {_pct(an.summary['hm'])} — "
+                   + ("matches results.json." if ok else "DIFFERS from results.json."))
+            parts.append(f'<p class="{"muted" if ok else "note"}" id="recomputed">{_e(msg)}</p>')
+    parts.append('<h3 id="config">Config (config.yaml)</h3>')
+    parts.append(f"<pre>{_e(run.config_text)}</pre>" if run.config_text is not None
+                 else _note("config.yaml: missing"))
+    parts.append('<h3 id="environment">Versions and device (env.json)</h3>')
+    parts.append(_kv_table(run.env, "env-table") if run.env is not None
+                 else _note(f"env.json: {run.notes.get('env.json', 'missing')}"))
+    parts.append('<h3 id="timings">Timings (timings.json)</h3>')
+    if run.timings is not None:
+        tm = dict(run.timings)
+        total = sum(v for v in tm.values() if isinstance(v, (int, float)))
+        tm["total_s"] = round(total, 3)
+        s1 = [r_ for r_ in run.rows if r_.get("stage") == 1 and "time_s" in r_]
+        if s1:
+            tm["mean stage-1 epoch (train + val), s"] = round(float(np.mean([r_["time_s"] for r_ in s1])), 3)
+        parts.append(_kv_table(tm, "timings-table"))
+    else:
+        parts.append(_note(f"timings.json: {run.notes.get('timings.json', 'missing')}"))
+    return _section("headline", "\n".join(parts))
+
+
+def _training(run: RunFiles, png_dir: Path, written: list) -> str:
+    if not run.rows:
+        return _section("training", _note(f"log.jsonl: {run.notes.get('log.jsonl', 'no epoch rows')} — "
+                                          "no training curves."))
+    best = run.results.get("best_epoch") if run.results else None
+    png = plots.plot_training_curves(run.rows, best, png_dir / "training.png")
+    written.append(png)
+    n1 = sum(r.get("stage") == 1 for r in run.rows)
+    n2 = sum(r.get("stage") == 2 for r in run.rows)
+    text = (f'<p class="muted">{n1} stage-1 and {n2} stage-2 epochs from log.jsonl. Left: every loss term '
+            "(mean over the epoch's batches), stage 1 solid, stage 2 dashed. Middle: validation S/U/HM after each "
+            "stage-1 epoch, each at its own best β. Right: learning rate. The red dotted line is the chosen "
+            "epoch (first epoch with the highest validation HM); stage 2 trains for chosen + 1 epochs.</p>")
+    note = _note("log.jsonl: " + run.notes["log.jsonl"]) if "log.jsonl" in run.notes else ""
+    return _section("training", text + note + _img(png, "training curves"))
+
+
+def _calibration(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list) -> str:
+    r = run.results
+    if r is None:
+        return _section("calibration", _note("results.json missing: no calibration curve."))
+    curves = r.get("curves") or {}
+    parts = []
+    t = r["test"]
+    if curves.get("test_grid"):
+        png = plots.plot_calibration(curves["test_grid"], curves.get("val"), t["beta"], t, t.get("ausuc"),
+                                     (r.get("val") or {}).get("ausuc"), png_dir / "calibration.png")
+        written.append(png)
+        parts.append('<p class="muted">Calibrated stacking adds β to the distance of every seen class: larger β '
+                     "moves predictions from seen to unseen classes, so S falls and U rises. Solid: test over the "
+                     "β grid; dashed: validation (stage-1 model A). The red dotted line is the β chosen on "
+                     "validation, at which the test numbers are reported (no β search on test).</p>")
+        parts.append(_img(png, "calibration curve"))
+    else:
+        parts.append(_note("results.json has no curves.test_grid: no calibration curve."))
+    if an is not None:
+        U, S = seen_unseen_curve(an.nearest, an.label_cols, an.seen_mask)
+        curve_u, curve_s = U, S
+    else:
+        curve_u = curve_s = None
+        parts.append(_note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — the seen–unseen curve "
+                           "shows the β-grid points only."))
+    if curve_u is not None or curves.get("test_grid"):
+        png = plots.plot_seen_unseen(curve_u, curve_s, curves.get("test_grid"), t, t.get("ausuc"),
+                                     png_dir / "seen_unseen.png")
+        written.append(png)
+        parts.append('<p class="muted">The seen–unseen curve: every β gives one (U, S) point; the line is the exact '
+                     "curve over all β from −∞ (everything predicted seen: U = 0) to +∞ (everything unseen: "
+                     "S = 0). "
+                     "AUSUC is the shaded area; the star is the operating point at the chosen β.</p>")
+        parts.append(_img(png, "seen-unseen curve"))
+    return _section("calibration", "\n".join(parts))
+
+
+def _class_accuracy(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list, cap: int) -> str:
+    if an is None:
+        return _section("class-accuracy", _note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — "
+                                                "no per-class accuracy."))
+    png = plots.plot_class_accuracy(an.class_names, an.accuracy, an.seen_mask, an.beta,
+                                    png_dir / "class_accuracy.png", cap=cap)
+    written.append(png)
+    valid = ~np.isnan(an.accuracy)
+    parts = [f'<p class="muted">Accuracy of each test class at the chosen β = {an.beta:.4g}: the share of the '
+             "class's test videos predicted as that class (seen and unseen candidates competing, β added to seen "
+             "distances). Sorted, lowest first; the dashed line is the panel's mean, which is S (seen panel) or "
+             "U (unseen panel).</p>"]
+    if (~valid).any():
+        parts.append(_note(f"{int((~valid).sum())} candidate class(es) have no test videos and are left out "
+                           "(as in S and U)."))
+    if max(int((an.seen_mask & valid).sum()), int((~an.seen_mask & valid).sum())) > cap:
+        parts.append(_note(f"A panel has more than {cap} classes: it shows the {cap // 2} lowest and "
+                           f"{cap - cap // 2} highest; the table below lists every class."))
+    parts.append(_img(png, "per-class accuracy"))
+    order = [c for c in np.lexsort((np.arange(len(an.accuracy)), an.accuracy, ~an.seen_mask)) if valid[c]]
+    rows = []
+    for c in order:
+        kind = "seen" if an.seen_mask[c] else "unseen"
+        rows.append(f'<tr class="{kind}" data-class-id="{int(an.class_ids[c])}" data-acc="{float(an.accuracy[c])!r}">'
+                    f"<td>{_e(an.class_names[c])}</td><td>{kind}</td><td class=\"num\">{int(an.class_ids[c])}</td>"
+                    f"<td class=\"num\">{int(an.counts[c])}</td><td class=\"num\">{_pct(an.accuracy[c])}</td></tr>")
+    parts.append(f"<details><summary>All {len(order)} classes (table)</summary>"
+                 '<table id="class-accuracy-table"><tr><th>class</th><th>seen/unseen</th><th>id</th>'
+                 "<th>test videos</th><th>accuracy (%)</th></tr>" + "".join(rows) + "</table></details>")
+    return _section("class-accuracy", "\n".join(parts))
+
+
+def _confusions(run: RunFiles, an: TestAnalysis | None, k: int) -> str:
+    if an is None:
+        return _section("confusions", _note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — "
+                                            "no confusion table."))
+    pairs = confused_pairs(an, k)
+    wrong = int((an.pred_cols != an.label_cols).sum())
+    parts = [f'<p class="muted">The {k} largest off-diagonal cells of the test confusion matrix at β = '
+             f"{an.beta:.4g} ({wrong} of {len(an.label_cols)} test videos are misclassified). share = count / test "
+             "videos of the true class. kind: seen→unseen means videos of a seen class went to an unseen class "
+             "(their nearest unseen class beat their nearest seen one after β was added: β too large for them, or "
+             "the unseen class embedding lies too close); unseen→seen is the opposite; seen→seen and "
+             "unseen→unseen are confusions within one side, which β does not change.</p>"]
+    if not pairs:
+        parts.append(_note("No confusions: every test video is classified correctly."))
+    else:
+        rows = []
+        for p in pairs:
+            kind = f"{'seen' if p['true_seen'] else 'unseen'}→{'seen' if p['pred_seen'] else 'unseen'}"
+            rows.append(f'<tr data-true-id="{p["true_id"]}" data-pred-id="{p["pred_id"]}" '
+                        f'data-count="{p["count"]}" data-share="{p["share"]!r}">'
+                        f"<td>{_e(p['true_name'])}</td><td>{_e(p['pred_name'])}</td>"
+                        f"<td class=\"num\">{p['count']}</td><td class=\"num\">{100 * p['share']:.1f}%</td>"
+                        f"<td>{kind}</td></tr>")
+        parts.append('<table id="confusion-table"><tr><th>true class</th><th>predicted class</th><th>count</th>'
+                     "<th>share of true class</th><th>kind</th></tr>" + "".join(rows) + "</table>")
+    return _section("confusions", "\n".join(parts))
+
+
+def _embedding_map(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list, method: str) -> str:
+    test = run.test
+    if test is None or "embeddings" not in test or "class_embeddings" not in test or len(test["embeddings"]) == 0:
+        why = run.notes.get("eval/test.npz", "holds no embeddings")
+        return _section("embedding-map", _note(f"eval/test.npz: {why} — no embedding map."))
+    class_ids = np.asarray(test["class_ids"])
+    seen_mask = np.asarray(test["seen_mask"], bool)
+    emb = np.asarray(test["embeddings"])
+    labels = np.asarray(test["labels"])[: len(emb)]
+    video_seen = seen_mask[np.searchsorted(class_ids, labels)]
+    names = ([str(n) for n in test["class_names"]] if "class_names" in test
+             else [f"class {int(c)}" for c in class_ids])
+    priority, note = None, "unseen first"
+    if an is not None:  # name the least accurate classes first (NaN: no test videos -> last)
+        priority, note = np.lexsort((np.arange(len(an.accuracy)), np.nan_to_num(an.accuracy, nan=2.0))), \
+            "least accurate first"
+    png, used = plots.plot_embedding_map(emb, video_seen, np.asarray(test["class_embeddings"]), names, seen_mask,
+                                         png_dir / "embedding_map.png", method=method, n_total=len(test["labels"]),
+                                         label_priority=priority, label_note=note)
+    written.append(png)
+    parts = [f'<p class="muted">The test videos\' embeddings (dots) and the class embeddings (diamonds, labelled) '
+             f"projected together to 2-D ({'PCA' if used == 'pca' else 't-SNE'}); blue = seen, orange = unseen "
+             "(a video by its true class). The model predicts the nearest class embedding (L2, β added to seen "
+             "classes), so videos far from their own class diamond, or unseen videos sitting among seen diamonds, "
+             "are the errors to look at. PCA keeps global distances faithful only along two axes; t-SNE keeps "
+             "neighbourhoods, not distances.</p>"]
+    if method == "tsne" and used != "tsne":
+        parts.append(_note("t-SNE was asked for but scikit-learn is not installed: PCA is shown."))
+    if len(emb) < len(test["labels"]):
+        parts.append(_note(f"The run stored embeddings for the first {len(emb)} of {len(test['labels'])} test "
+                           "videos; the map shows those."))
+    parts.append(_img(png, "embedding map"))
+    return _section("embedding-map", "\n".join(parts))
+
+
+# ------------------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, embedding: str = "pca",
+                 top_k: int = 15, max_classes: int = plots.MAX_BARS) -> Path:
+    """Write a self-contained HTML report of one run folder and return its path.
+
+    run_dir: a run folder (results.json and/or log.jsonl; an unfinished run gives the training curves only).
+    out: the HTML file (default RUN_DIR/report.html); the PNGs go to a folder beside it named after its stem
+         (RUN_DIR/report/). The HTML embeds every PNG as base64, so it can be mailed on its own.
+    embedding: "pca" (default) or "tsne" (only if scikit-learn is installed; otherwise PCA, with a note).
+    top_k: confused pairs listed; max_classes: classes per per-class-accuracy panel.
+    Raises AvgzslError for a folder that is not a run folder; missing optional files skip their sections.
+    """
+    if embedding not in ("pca", "tsne"):
+        raise AvgzslError(f"embedding projection {embedding!r}: use 'pca' or 'tsne'")
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run.path / "report.html"
+    png_dir = out.parent / out.stem
+    png_dir.mkdir(parents=True, exist_ok=True)
+    an = None
+    if run.test is not None and run.results is not None:
+        try:
+            an = analyse_test(run.test, float(run.results["test"]["beta"]))
+        except (KeyError, ValueError) as e:
+            run.notes["eval/test.npz"] = f"inconsistent with results.json ({e})"
+    written: list[Path] = []
+    body = [_headline(run, an), _training(run, png_dir, written), _calibration(run, an, png_dir, written),
+            _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k),
+            _embedding_map(run, an, png_dir, written, embedding)]
+    for name in PNG_NAMES:  # a figure left from an earlier report whose section is now skipped
+        stale = png_dir / name
+        if stale.exists() and stale not in written:
+            stale.unlink()
+    r = run.results or {}
+    title = f"avgzsl run report: {run.name}"
+    sub = " · ".join(_e(r[k]) for k in ("model", "dataset", "split") if k in r)
+    skipped = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in run.notes.items())
+    nav = "".join(f'<a href="#{sid}">{_e(h)}</a>' for sid, h in SECTIONS.items())
+    doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+           f"<style>{CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n<p class=\"muted\">{sub}<br>"
+           f"{_e(run.path.resolve())}</p>\n<nav>{nav}</nav>\n"
+           + (f'<div class="note" id="skipped">Files not used:<ul>{skipped}</ul></div>\n' if skipped else "")
+           + "".join(body) + "</body></html>\n")
+    write_text(out, doc)
+    return out
+
+
+__all__ = ["write_report", "load_run", "analyse_test", "confused_pairs", "RunFiles", "TestAnalysis", "SECTIONS"]

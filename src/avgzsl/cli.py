@@ -157,6 +157,20 @@ def cmd_demo(args) -> int:
     return code
 
 
+def cmd_report(args) -> int:
+    from .reports.report import write_report
+    print(f"wrote {write_report(args.run_dir, args.out, embedding=args.embedding)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .reports.compare import compare_runs
+    table, png = compare_runs(args.run_dirs, args.out)
+    print(table)
+    print(f"calibration curves: {png}")
+    return 0
+
+
 def _csv(text: str, cast=str) -> list:
     try:
         return [cast(x.strip()) for x in text.split(",") if x.strip()]
@@ -225,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", help="dataset root (default: the one the run recorded)")
     q.add_argument("--device", default="cpu")
     q.set_defaults(fn=cmd_eval)
+
+    q = sub.add_parser("report", help="write report.html (and PNGs) for a run folder")
+    q.add_argument("run_dir")
+    q.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
+    q.add_argument("--embedding", choices=["pca", "tsne"], default="pca")
+    q.set_defaults(fn=cmd_report)
+
+    q = sub.add_parser("compare", help="one table of several runs and their calibration curves")
+    q.add_argument("run_dirs", nargs="+")
+    q.add_argument("--out", help="PNG path (default ./compare.png)")
+    q.set_defaults(fn=cmd_compare)
 
     q = sub.add_parser("reproduce", help="the paper's Tables 2-5 as mean ± std over seeds")
     q.add_argument("--data-root", help="folder with UCF/, ActivityNet/, VGGSound/ (default: synthetic benchmarks)")

@@ -31,7 +31,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
-from .errors import AvgzslError, LeakageError
+from .errors import AvgzslError, DataError, LeakageError
 from .io import write_json, write_text
 from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model
@@ -257,7 +257,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
     # ---- test ----------------------------------------------------------------------------
     t0 = time.perf_counter()
     test = EvalSet.build(s["stage_2_test_seen"], s["stage_2_test_unseen"], device)
-    nearest, emb, class_emb = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask,
+    nearest, kept, class_emb = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask,
                                               cfg.eval_bs, progress, keep_embeddings=2000 if run else 0)
     labels = test.data.labels.cpu().numpy()
     res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]))
@@ -282,10 +282,26 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
         save_checkpoint(run.path / "checkpoints" / "stage2_final.pt", model, run_dict, text_space,
                         stage=2, epoch=epochs2 - 1, beta=best_beta)
         run.save_eval("test", nearest=nearest, labels=labels, class_ids=test.class_ids, seen_mask=test.seen_mask,
-                      embeddings=emb, class_embeddings=class_emb,
+                      embeddings=None if kept is None else kept[1],
+                      embedding_index=None if kept is None else kept[0], class_embeddings=class_emb,
                       class_names=np.array([bench.class_names[i] for i in test.class_ids]))
         run.finish(results, timings)
+        try:  # a report is a convenience: a plotting problem must not fail a finished run
+            from .reports.report import write_report
+            write_report(run.path)
+        except Exception as e:  # noqa: BLE001
+            log.warning("%s: could not write report.html (%s: %s); try `avgzsl report %s`", run.path,
+                        type(e).__name__, e, run.path)
     return results
+
+
+def check_dims(model_dims: dict, bench: Benchmark, where) -> None:
+    """A model only runs on features of the dims it was trained on."""
+    data = bench.dims.to_dict()
+    diff = [f"{k} {model_dims[k]}-d in the model vs {data[k]}-d in the data" for k in ("audio", "video", "text")
+            if model_dims.get(k) != data[k]]
+    if diff:
+        raise DataError(f"{where}: feature dims differ from {bench.info.get('root', bench.name)}: " + "; ".join(diff))
 
 
 def evaluate_run(run_dir: str | Path, bench: Benchmark, device: str = "cpu") -> dict:
@@ -293,6 +309,7 @@ def evaluate_run(run_dir: str | Path, bench: Benchmark, device: str = "cpu") -> 
     from .checkpoint import load_model
     path = Path(run_dir) / "checkpoints" / "stage2_final.pt"
     model, ckpt = load_model(path, device)
+    check_dims(ckpt["dims"], bench, path)
     cfg = RunConfig.from_dict(ckpt["run_config"], where=str(path))
     s = bench.splits
     test = EvalSet.build(s["stage_2_test_seen"], s["stage_2_test_unseen"], device)

@@ -70,12 +70,12 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
 @torch.inference_mode()
 def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, class_ids: np.ndarray,
                     seen_mask: np.ndarray, eval_bs: int = 4096, progress: bool = False,
-                    keep_embeddings: int = 0) -> tuple[Nearest, np.ndarray | None, np.ndarray]:
+                    keep_embeddings: int = 0) -> tuple[Nearest, tuple | None, np.ndarray]:
     """Each video's nearest seen and unseen candidate, computed chunk by chunk (never (N, C) at once).
 
     text: (C_all, Dt) all class texts; class_ids: (C,) sorted candidate ids. Returns the Nearest
-    arrays, optionally the first `keep_embeddings` video embeddings (for plots), and the class
-    embeddings of the candidates.
+    arrays, optionally (row indices, embeddings) of `keep_embeddings` videos spread evenly over the set
+    (for plots), and the class embeddings of the candidates.
     """
     model.eval()
     device = data.labels.device
@@ -83,14 +83,12 @@ def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, cl
     class_emb = model.embed_classes(text[ids])  # (C, E)
     seen = torch.as_tensor(np.asarray(seen_mask, bool), device=device)
     seen_cols, unseen_cols = torch.nonzero(seen).flatten(), torch.nonzero(~seen).flatten()
-    parts, kept = [], []
+    parts = []
     n = len(data)
     for start in tqdm(range(0, n, eval_bs), desc="eval", leave=False, disable=not progress):
         idx = torch.arange(start, min(start + eval_bs, n), device=device)
         batch = data.take(idx)
         dist = model.distances(batch, class_emb)  # (b, C)
-        if keep_embeddings and start < keep_embeddings:
-            kept.append(model.embed_videos(batch)[: keep_embeddings - start].float().cpu().numpy())
         cols = []
         for part in (seen_cols, unseen_cols):
             if len(part):
@@ -99,8 +97,12 @@ def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, cl
             else:
                 cols += [np.full(len(idx), -1, np.int64), np.full(len(idx), np.inf, np.float32)]
         parts.append(Nearest(*cols))
-    emb = np.concatenate(kept) if kept else None
-    return Nearest.concat(parts), emb, class_emb.float().cpu().numpy()
+    kept = None
+    if keep_embeddings:
+        rows = np.unique(np.linspace(0, n - 1, min(keep_embeddings, n)).round().astype(np.int64))
+        emb = model.embed_videos(data.take(torch.as_tensor(rows, device=device))).float().cpu().numpy()
+        kept = (rows, emb)
+    return Nearest.concat(parts), kept, class_emb.float().cpu().numpy()
 
 
 def evaluate(model: GZSLModel, data: SplitTensors, text: torch.Tensor, class_ids: np.ndarray,

@@ -563,20 +563,22 @@ def _warn_alignment(bench: Benchmark) -> None:
         log.warning("text alignment: %d of %d classes of %s get a different text embedding under "
                     "'reference_order' (the reference loader's position pairing) than under 'by_name'; "
                     "using %r. Differing classes: %s", len(differs), len(bench.class_names), bench.name,
-                    bench.info.get("text_alignment"), ", ".join(differs))
+                    bench.info.get("text_alignment"),
+                    ", ".join(differs[:20]) + (f", ... ({len(differs) - 20} more in env.json of a run)"
+                                               if len(differs) > 20 else ""))
 
 
 # --------------------------------------------------------------------------------------------------
 # feature sets
 
 def infer_feature_set(audio_dim: int, video_dim: int, word_dim: int, wavcaps_dim: int | None,
-                      where: str = "features") -> str:
+                      where: str = "features", wavcaps_name: str = "wavcaps_word_embeddings_<ds>_normed.npy") -> str:
     """clipclap (CLAP 1024 / CLIP 512 + CLIP-text 512 & WavCaps-text 1024), cls (VGGish 128 / C3D 4096),
     main (SeLaVi 512 / 512 with 300-d word2vec); anything else is an error."""
     if audio_dim == 1024 and video_dim == 512:
         if wavcaps_dim is None:
             raise DataError(f"{where}: audio 1024-d / video 512-d looks like the clipclap (CLAP/CLIP) set, "
-                            f"but the WavCaps text file (wavcaps_word_embeddings_<ds>_normed.npy) is missing")
+                            f"but the WavCaps text file {wavcaps_name} is missing")
         if (word_dim, wavcaps_dim) != (512, 1024):
             raise DataError(f"{where}: audio 1024-d / video 512-d looks like clipclap, but the text files are "
                             f"{word_dim}-d and {wavcaps_dim}-d (expected CLIP 512 and WavCaps 1024)")
@@ -662,7 +664,7 @@ def _read_source(src: _Source, text_alignment: str, progress: bool) -> Benchmark
                 if feature_set is None:
                     feature_set = infer_feature_set(first["audio"][0], first["video"][0], word[1],
                                                     None if wavcaps is None else wavcaps[1],
-                                                    where=str(src.feat_root))
+                                                    where=str(src.feat_root), wavcaps_name=src.wavcaps_file.name)
                 pieces[stage].append((c, a_names, audio, video))
     finally:
         if bar is not None:

@@ -416,7 +416,9 @@ def _embedding_map(run: RunFiles, an: TestAnalysis | None, png_dir: Path, writte
     class_ids = np.asarray(test["class_ids"])
     seen_mask = np.asarray(test["seen_mask"], bool)
     emb = np.asarray(test["embeddings"])
-    labels = np.asarray(test["labels"])[: len(emb)]
+    # newer runs store an evenly spread sample and its row indices; older ones the first rows
+    rows = np.asarray(test["embedding_index"]) if "embedding_index" in test else np.arange(len(emb))
+    labels = np.asarray(test["labels"])[rows]
     video_seen = seen_mask[np.searchsorted(class_ids, labels)]
     names = ([str(n) for n in test["class_names"]] if "class_names" in test
              else [f"class {int(c)}" for c in class_ids])
@@ -437,7 +439,8 @@ def _embedding_map(run: RunFiles, an: TestAnalysis | None, png_dir: Path, writte
     if method == "tsne" and used != "tsne":
         parts.append(_note("t-SNE was asked for but scikit-learn is not installed: PCA is shown."))
     if len(emb) < len(test["labels"]):
-        parts.append(_note(f"The run stored embeddings for the first {len(emb)} of {len(test['labels'])} test "
+        which = "an evenly spread sample of" if "embedding_index" in test else "the first"
+        parts.append(_note(f"The run stored embeddings for {which} {len(emb)} of {len(test['labels'])} test "
                            "videos; the map shows those."))
     parts.append(_img(png, "embedding map"))
     return _section("embedding-map", "\n".join(parts))

@@ -191,6 +191,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
             te = time.perf_counter()
             terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
                                     desc=f"stage 1 epoch {epoch + 1}")
+            train_s = time.perf_counter() - te
             res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
             summ = res.summary()
             sched.step(summ["hm"])
@@ -203,7 +204,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
             st1["done"] = epoch + 1
             bar.set_postfix(hm=f"{100 * summ['hm']:.2f}", best=st1["best_epoch"] + 1)
             row = {"stage": 1, "epoch": epoch, "lr": lr, "loss": terms, "val": summ,
-                   "time_s": round(time.perf_counter() - te, 3)}
+                   "train_s": round(train_s, 3), "time_s": round(time.perf_counter() - te, 3)}
             log.info("stage 1 epoch %d/%d  loss %.4f  val S %.2f U %.2f HM %.2f ZSL %.2f beta %.3f",
                      epoch + 1, cfg.epochs, terms.get("total", float("nan")), 100 * summ["seen"],
                      100 * summ["unseen"], 100 * summ["hm"], 100 * summ["zsl"], summ["beta"])
@@ -240,7 +241,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
         te = time.perf_counter()
         terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
                                 desc=f"stage 2 epoch {epoch + 1}")
-        row = {"stage": 2, "epoch": epoch, "lr": lr, "loss": terms}
+        row = {"stage": 2, "epoch": epoch, "lr": lr, "loss": terms, "train_s": round(time.perf_counter() - te, 3)}
         if cfg.stage2_lr == "reference":
             res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
             sched.step(res.summary()["hm"])

@@ -179,11 +179,52 @@ def _csv(text: str, cast=str) -> list:
 
 
 def cmd_reproduce(args) -> int:
+    from .executors import make_runner
     from .reproduce import reproduce
     reproduce(datasets=_csv(args.datasets), tables=_csv(args.tables, int), seeds=_csv(args.seeds, int),
               out=Path(args.out), data_root=Path(args.data_root) if args.data_root else None, device=args.device,
               dry_run=args.dry_run, synthetic_scale=args.synthetic_scale, executor=args.executor,
-              extra_sets=tuple(args.set), progress=not args.quiet)
+              extra_sets=tuple(args.set), progress=not args.quiet,
+              runner=make_runner(args.executor, args.ray_address, args.gpus_per_run, progress=not args.quiet))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import sweep_command  # Ray Tune is optional: imported there, lazily
+    return sweep_command(args)
+
+
+def cmd_embed_classes(args) -> int:
+    from .text_encoders import embed_classes, read_names
+    names = read_names(args.names)
+    emb = embed_classes(names, args.encoder, weights=args.weights, clip_weights=args.clip_weights,
+                        clap_weights=args.clap_weights, templates=args.templates, device=args.device,
+                        progress=not args.quiet)
+    out = emb.save(args.out, overwrite=args.overwrite)
+    print(f"wrote {out}: {len(emb)} classes x {emb.dim} (encoder {emb.encoder}, text space {emb.space})")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .extract import extract
+    res = extract(args.video_dir, args.out, weights=args.weights, clip_weights=args.clip_weights,
+                  clap_weights=args.clap_weights, device=args.device, batch_size=args.batch_size,
+                  progress=not args.quiet, overwrite=args.overwrite, swap_rb=args.swap_rb)
+    print(res.summary())
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import format_prediction, predict_files
+    pred, _ = predict_files(args.run, args.features, args.classes, top_k=args.top_k, calibrated=args.calibrated,
+                            seen_classes=args.seen_classes, out=args.out, weights=args.weights,
+                            clip_weights=args.clip_weights, clap_weights=args.clap_weights,
+                            templates=args.templates, device=args.device,
+                            splits=_csv(args.split) if args.split else None, progress=not args.quiet)
+    if not args.quiet:
+        print(format_prediction(pred))
+    if args.out:
+        print(f"wrote {args.out} ({len(pred)} videos, top {pred.indices.shape[1]}, beta {pred.beta:g})")
     return 0
 
 
@@ -261,9 +302,66 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dry-run", action="store_true", help="list the runs and their estimated time")
     q.add_argument("--synthetic-scale", type=float, default=1.0, help="videos per class of the synthetic default")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    q.add_argument("--executor", choices=["local", "ray"], default="local")
+    q.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one run after another; ray: runs in parallel as Ray tasks (docs/scaling.md)")
+    q.add_argument("--ray-address", metavar="ADDR",
+                   help="a running Ray cluster (auto | HOST:6379 | ray://HOST:10001); default: Ray on this machine")
+    q.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
+                   help="GPUs reserved per Ray task (0.5: two runs share a GPU); needs --device cuda")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(fn=cmd_reproduce)
+
+    def weight_args(q):
+        q.add_argument("--weights", metavar="DIR", help="local model folder (for CLIP+CLAP: a folder with clip/ and clap/)")
+        q.add_argument("--clip-weights", metavar="DIR", help="local CLIP folder (transformers format)")
+        q.add_argument("--clap-weights", metavar="DIR", help="local CLAP folder (transformers format)")
+        q.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    q = sub.add_parser("embed-classes", help="text embeddings of class names (one per line) with a text encoder")
+    q.add_argument("names", help="text file, one class name per line")
+    q.add_argument("--encoder", default="minilm", help="clip | clap | clipclap | minilm (default minilm)")
+    q.add_argument("--templates", help="prompt templates: person | vggsound | none | FILE (one per line, with {})")
+    q.add_argument("--out", required=True, help="FILE.npy (+ FILE.json beside it) or a native folder")
+    q.add_argument("--overwrite", action="store_true")
+    weight_args(q)
+    q.set_defaults(fn=cmd_embed_classes)
+
+    q = sub.add_parser("extract", help="clipclap features (CLIP middle frame, CLAP 10 s audio) of a folder of videos")
+    q.add_argument("video_dir")
+    q.add_argument("--out", required=True, help="output folder (native feature format)")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--swap-rb", action="store_true",
+                   help="feed frames in BGR order, as ClipClap-GZSL's extraction did (for models trained on its features)")
+    q.add_argument("--overwrite", action="store_true")
+    weight_args(q)
+    q.set_defaults(fn=cmd_extract)
+
+    q = sub.add_parser("predict", help="top-k classes of videos with a trained run")
+    q.add_argument("--run", required=True, help="run folder (uses checkpoints/stage2_final.pt) or a checkpoint file")
+    q.add_argument("--features", required=True, help="features folder (avgzsl extract) or a native benchmark folder")
+    q.add_argument("--classes", required=True, help="NAMES.txt (embedded with the run's encoder) or EMBEDDINGS (.npy/folder)")
+    q.add_argument("--top-k", type=int, default=5)
+    q.add_argument("--calibrated", metavar="BETA|auto", help="add BETA to the distances of seen classes (auto: the run's)")
+    q.add_argument("--seen-classes", metavar="FILE", help="seen class names, one per line (default with --calibrated: "
+                   "the run's test-seen classes)")
+    q.add_argument("--split", help="stage folders of a benchmark features folder (default: the test folders)")
+    q.add_argument("--templates", help="prompt templates when --classes is a names file")
+    q.add_argument("--out", help="FILE.csv or FILE.json")
+    weight_args(q)
+    q.set_defaults(fn=cmd_predict)
+
+    q = sub.add_parser("sweep", help="hyper-parameter search with Ray Tune on stage-1 validation HM, "
+                                     "then the best config through the full protocol")
+    q.add_argument("--config", required=True, metavar="SWEEP.yaml", help="sweep file (configs/sweeps/example.yaml)")
+    q.add_argument("--out", help="output folder (default: the file's out:, else runs/sweeps/<file name>)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed override for every trial")
+    q.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster; default: Ray on this machine")
+    q.add_argument("--device", help="cpu | cuda (default: the file's device, else cpu)")
+    q.add_argument("--cpus-per-trial", type=float, help="CPUs (= torch threads) per trial (default 1)")
+    q.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (0.5: two trials share a GPU)")
+    q.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    q.set_defaults(fn=cmd_sweep)
 
     q = sub.add_parser("demo", help="synthetic UCF-like data, then the full protocol with the MFT preset")
     q.add_argument("--data-dir", help="where to write the synthetic data (default: the avgzsl cache)")

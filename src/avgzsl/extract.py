@@ -1,0 +1,347 @@
+"""Audio and visual features for new videos with the clipclap recipe (ClipClap-GZSL's extraction).
+
+Per video (``avgzsl extract VIDEO_DIR --out FILE``, API ``extract(video_dir, out, ...)``):
+
+* visual: the middle frame (index ``n_frames // 2``, ``n_frames`` from the container, else counted),
+  preprocessed by the CLIP folder's image processor, CLIP image features, L2-normalised
+  (512-d for ViT-B/32);
+* audio: the whole track, resampled to the CLAP feature extractor's sample rate and mixed to mono
+  (channel mean); a 10 s centre crop (``[n//2 - 5 s, n//2 + 5 s)``) or zero padding at the end to
+  10 s; the CLAP feature extractor and audio features, L2-normalised.
+
+Decoding uses PyAV. A video that cannot be used (no audio track, no video track, undecodable file)
+is reported with a one-line reason in ``ExtractResult.errors`` (and in the output's manifest) and left
+out; the others are written.
+
+Output: the native feature format (``avgzsl.data.native``): a folder whose ``stage_2_test_unseen``
+holds the videos (audio ``(N, Da)``, video ``(N, Dv)`` float32, ``video_names`` = paths relative to
+VIDEO_DIR, labels -1) and whose other stage folders are empty; the manifest's ``info`` records
+``kind: video-features``, the encoders, weights and errors. ``read_features`` reads it back, and
+also reads the test videos of any native benchmark folder.
+
+The encoders must be those the model was trained on. ClipClap-GZSL's released features use CLIP
+ViT-B/32 and WavCaps' CLAP (1024-d); this module loads CLAP as a ``transformers`` ClapModel
+(LAION-CLAP, 512-d), so its features suit models trained on LAION-CLAP features, not on the release.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import AvgzslError, DataError
+from .text_encoders import (EncoderError, LoadedTower, _empty_benchmark, _features, _l2, load_clap, load_clip,
+                            require, resolve_weights)
+
+log = logging.getLogger("avgzsl.extract")
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "ExtractResult", "VideoFeatures", "ClipClapExtractor", "extract",
+           "list_videos", "read_middle_frame", "read_audio", "centre_crop", "write_features", "read_features",
+           "FEATURES_SPLIT"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp")
+FEATURES_SPLIT = "stage_2_test_unseen"  # where new (unlabelled) videos go in the native layout
+TEST_SPLITS = ("stage_2_test_seen", "stage_2_test_unseen")
+
+
+class VideoError(Exception):
+    """One video cannot be used (reported per video, never stops the run)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding
+
+def list_videos(video_dir: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Video files under `video_dir` (recursively), sorted by their path relative to it."""
+    root = Path(video_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder of videos")
+    exts = {e.lower() for e in extensions}
+    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def _open(path: Path):
+    av = require("av")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise VideoError(f"cannot open ({_msg(e)})") from None
+
+
+def _msg(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def read_middle_frame(path: str | Path, swap_rb: bool = False) -> np.ndarray:
+    """The frame at index n_frames // 2 as (H, W, 3) uint8 RGB (BGR order if `swap_rb`, which reproduces
+    ClipClap-GZSL's extraction: it gave OpenCV's BGR frames to CLIP's RGB preprocessing)."""
+    av = require("av")
+    path = Path(path)
+    with _open(path) as c:
+        if not c.streams.video:
+            raise VideoError("no video track")
+        stream = c.streams.video[0]
+        n = int(stream.frames or 0)
+    if n <= 0:  # the container does not say: count the stream's packets
+        with _open(path) as c:
+            n = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    mid, frame = n // 2, None
+    try:
+        with _open(path) as c:
+            for i, f in enumerate(c.decode(c.streams.video[0])):
+                frame = f
+                if i >= mid:
+                    break
+    except av.error.FFmpegError as e:
+        if frame is None:
+            raise VideoError(f"cannot decode the video track ({_msg(e)})") from None
+    if frame is None:
+        raise VideoError("the video track holds no decodable frame")
+    img = frame.to_ndarray(format="rgb24")
+    return np.ascontiguousarray(img[..., ::-1]) if swap_rb else img
+
+
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The first audio track, resampled to `sample_rate`, channel mean -> (n,) float32."""
+    av = require("av")
+    chunks = []
+    with _open(Path(path)) as c:
+        if not c.streams.audio:
+            raise VideoError("no audio track")
+        resampler = av.AudioResampler(format="fltp", rate=int(sample_rate))
+        try:
+            for frame in c.decode(c.streams.audio[0]):
+                for g in resampler.resample(frame):
+                    chunks.append(g.to_ndarray())
+            for g in resampler.resample(None):
+                chunks.append(g.to_ndarray())
+        except av.error.FFmpegError as e:
+            raise VideoError(f"cannot decode the audio track ({_msg(e)})") from None
+    if not chunks or sum(ch.shape[-1] for ch in chunks) == 0:
+        raise VideoError("the audio track holds no samples")
+    wave = np.concatenate([np.atleast_2d(ch) for ch in chunks], axis=1)
+    return wave.mean(axis=0).astype(np.float32)
+
+
+def centre_crop(wave: np.ndarray, n: int) -> np.ndarray:
+    """ClipClap-GZSL's audio window: zero-pad at the end to `n` samples, or keep the `n` samples
+    around the centre ([len//2 - n//2, len//2 - n//2 + n))."""
+    wave = np.asarray(wave, np.float32)
+    if len(wave) < n:
+        return np.pad(wave, (0, n - len(wave)))
+    if len(wave) > n:
+        start = len(wave) // 2 - n // 2
+        return wave[start:start + n]
+    return wave
+
+
+# --------------------------------------------------------------------------------------------------
+# encoders
+
+class ClipClapExtractor:
+    """CLIP image features of a frame and CLAP audio features of a waveform, both L2-normalised."""
+
+    def __init__(self, clip: LoadedTower, clap: LoadedTower, clip_seconds: float = 10.0, swap_rb: bool = False):
+        if clip.processor is None or clap.processor is None:
+            raise EncoderError("the extractor needs the CLIP image processor and the CLAP feature extractor")
+        self.clip, self.clap, self.swap_rb = clip, clap, swap_rb
+        self.sample_rate = int(clap.processor.sampling_rate)
+        n = int(round(clip_seconds * self.sample_rate))
+        # a feature extractor that holds fewer samples would crop at random: crop at the centre ourselves
+        self.n_samples = min(n, int(getattr(clap.processor, "nb_max_samples", n) or n))
+        self.clip_seconds = self.n_samples / self.sample_rate
+        self.fusion = bool(getattr(clap.model.config.audio_config, "enable_fusion", False))
+
+    @classmethod
+    def from_weights(cls, weights=None, clip_weights=None, clap_weights=None, device: str = "cpu",
+                     swap_rb: bool = False) -> "ClipClapExtractor":
+        clip = load_clip(resolve_weights("clip", weights, clip_weights, clap_weights), device, image=True)
+        clap = load_clap(resolve_weights("clap", weights, clip_weights, clap_weights), device, audio=True)
+        return cls(clip, clap, swap_rb=swap_rb)
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(audio, video) feature widths."""
+        return self.clap.dim, self.clip.dim
+
+    @property
+    def feature_space(self) -> str:
+        return f"{self.clip.space}+{self.clap.space}"
+
+    def video_features(self, frames: list[np.ndarray]) -> np.ndarray:
+        import torch
+        inputs = self.clip.processor(images=list(frames), return_tensors="pt")
+        with torch.inference_mode():
+            out = self.clip.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.clip.device))
+        return _l2(_features(out)).cpu().numpy()
+
+    def audio_features(self, waves: list[np.ndarray]) -> np.ndarray:
+        import torch
+        waves = [centre_crop(w, self.n_samples) for w in waves]
+        inputs = self.clap.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt",
+                                     truncation="fusion" if self.fusion else "rand_trunc", padding="repeatpad")
+        kw = {"input_features": inputs["input_features"].to(self.clap.device)}
+        if "is_longer" in inputs:
+            kw["is_longer"] = inputs["is_longer"].to(self.clap.device)
+        with torch.inference_mode():
+            out = self.clap.model.get_audio_features(**kw)
+        return _l2(_features(out)).cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"recipe": "clipclap: CLIP image features of the middle frame; CLAP audio features of a "
+                          f"{self.clip_seconds:g} s centre crop; both L2-normalised",
+                "visual_encoder": self.clip.space, "audio_encoder": self.clap.space,
+                "feature_space": self.feature_space, "clip_weights": str(self.clip.path),
+                "clap_weights": str(self.clap.path), "sample_rate": self.sample_rate,
+                "clip_seconds": self.clip_seconds, "swap_rb": self.swap_rb}
+
+
+# --------------------------------------------------------------------------------------------------
+# the features file
+
+@dataclass
+class VideoFeatures:
+    """Features of N videos (audio (N, Da) or (N, T, Da), likewise video) and their names."""
+
+    names: list[str]
+    audio: np.ndarray
+    video: np.ndarray
+    labels: np.ndarray | None = None  # (N,) class ids when read from a benchmark, else None
+    audio_mask: np.ndarray | None = None
+    video_mask: np.ndarray | None = None
+    audio_times: np.ndarray | None = None
+    video_times: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def write_features(out: str | Path, names: Sequence[str], audio: np.ndarray, video: np.ndarray, info: dict,
+                   overwrite: bool = False) -> Path:
+    """Write videos' features as a native-format folder (videos in ``stage_2_test_unseen``, label -1)."""
+    from .data.native import write_native
+    from .data.types import Split
+    audio, video = np.asarray(audio, np.float32), np.asarray(video, np.float32)
+    n = len(names)
+    if audio.shape[0] != n or video.shape[0] != n:
+        raise AvgzslError(f"{n} names but {audio.shape[0]} audio and {video.shape[0]} video rows")
+    split = Split(audio, video, np.full(n, -1, np.int64), list(names), np.zeros(0, np.int64))
+    info = {"kind": "video-features", "split": FEATURES_SPLIT, **info}
+    bench = _empty_benchmark([], np.zeros((0, 0), np.float32), info.get("feature_space", "video-features"),
+                             audio.shape[-1], video.shape[-1], info, videos=(FEATURES_SPLIT, split))
+    return write_native(bench, out, overwrite=overwrite)
+
+
+def read_features(path: str | Path, splits: Sequence[str] | None = None) -> VideoFeatures:
+    """Features written by ``extract``/``write_features``, or the videos of a native benchmark folder
+    (default: its test videos, ``stage_2_test_seen`` + ``stage_2_test_unseen``, with their labels)."""
+    from .data.native import is_native, load_native
+    from .data.types import STAGE_FOLDERS, Split
+    path = Path(path)
+    if not is_native(path):
+        raise DataError(f"{path}: not a features folder (write one with `avgzsl extract`, or pass a native "
+                        f"benchmark folder made by `avgzsl convert`)")
+    bench = load_native(path)
+    info = dict(bench.info)
+    ours = info.get("kind") == "video-features"
+    if splits is None:
+        splits = [info.get("split", FEATURES_SPLIT)] if ours else list(TEST_SPLITS)
+    bad = [s for s in splits if s not in STAGE_FOLDERS]
+    if bad:
+        raise AvgzslError(f"{bad[0]!r}: not a stage folder ({', '.join(STAGE_FOLDERS)})")
+    s = Split.concat([bench.splits[name] for name in splits])
+    if len(s) == 0:
+        raise DataError(f"{path}: no videos in {', '.join(splits)}")
+    info.setdefault("feature_set", bench.feature_set)
+    return VideoFeatures(list(s.video_names), s.audio, s.video, None if ours else s.labels, s.audio_mask,
+                         s.video_mask, s.audio_times, s.video_times, info)
+
+
+# --------------------------------------------------------------------------------------------------
+# the pipeline
+
+@dataclass
+class ExtractResult:
+    out: Path | None
+    names: list[str]  # videos written, in order
+    errors: dict[str, str]  # video -> one-line reason it was left out
+    n_found: int = 0
+
+    def summary(self) -> str:
+        lines = [f"extracted {len(self.names)} of {self.n_found} video(s)"
+                 + (f" to {self.out}" if self.out else "")]
+        if self.errors:
+            lines.append(f"{len(self.errors)} video(s) left out:")
+            lines += [f"  {name}: {why}" for name, why in self.errors.items()]
+        return "\n".join(lines)
+
+
+def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip_weights=None, clap_weights=None,
+            device: str = "cpu", batch_size: int = 8, progress: bool = True, overwrite: bool = False,
+            swap_rb: bool = False, extractor: ClipClapExtractor | None = None,
+            videos: Sequence[str | Path] | None = None) -> ExtractResult:
+    """Extract every video under `video_dir` (or the given `videos`) and write the features to `out`
+    (nothing is written when `out` is None). Per-video problems go to ``ExtractResult.errors``; if no
+    video could be used, a DataError is raised listing the first reasons."""
+    from tqdm.auto import tqdm
+    root = Path(video_dir)
+    files = [Path(v) for v in videos] if videos is not None else list_videos(root)
+    if not files:
+        raise DataError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    if out is not None:
+        _check_out(Path(out), overwrite)
+    ext = extractor or ClipClapExtractor.from_weights(weights, clip_weights, clap_weights, device, swap_rb)
+
+    def name_of(p: Path) -> str:
+        try:
+            return p.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return p.name
+
+    names, audio, video, errors = [], [], [], {}
+    pending: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        video.append(ext.video_features([p[1] for p in pending]))
+        audio.append(ext.audio_features([p[2] for p in pending]))
+        names.extend(p[0] for p in pending)
+        pending.clear()
+
+    for p in tqdm(files, desc="extract", unit="video", disable=not progress):
+        name = name_of(p)
+        try:
+            wave = read_audio(p, ext.sample_rate)  # first: a missing audio track is the common failure
+            frame = read_middle_frame(p, ext.swap_rb)
+        except VideoError as e:
+            errors[name] = str(e)
+            log.info("%s: %s", name, e)  # reported in the summary
+            continue
+        pending.append((name, frame, wave))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if not names:
+        shown = "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:3])
+        raise DataError(f"{root}: none of the {len(files)} video(s) could be used ({shown}"
+                        + (" ..." if len(errors) > 3 else "") + ")")
+    written = None
+    if out is not None:
+        info = {**ext.describe(), "video_dir": str(root), "errors": errors}
+        written = write_features(out, names, np.concatenate(audio), np.concatenate(video), info, overwrite)
+    return ExtractResult(written, names, errors, len(files))
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Fail before the (slow) extraction rather than after it."""
+    from .data.native import is_native
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (overwrite and is_native(out)))):
+        what = "pass --overwrite to replace it" if is_native(out) else "not an empty folder; refusing to touch it"
+        raise DataError(f"{out}: already exists ({what})")

@@ -55,8 +55,8 @@ class MFTConfig:
     """MFT sizes and switches. Defaults are OUR choices (docs/method.md), not the paper's."""
 
     # --- fusion (paper: "Transformer-based multi-head attention"; sizes ours, measured on CPU) ---
-    d_model: int = 256  # token width d of the modality encoders and the transformer
-    depth: int = 1  # transformer blocks
+    d_model: int = 128  # token width d of the modality encoders and the transformer
+    depth: int = 2  # transformer blocks (>= 2 for audio/video tokens to mix before [CLS] reads them)
     heads: int = 4  # attention heads (d_model must divide by it)
     mlp_ratio: float = 2.0  # transformer MLP width = mlp_ratio * d_model
     dropout: float = 0.1  # on attention weights and on both residual branches of every block

@@ -84,6 +84,8 @@ def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: 
         for _, key in table_rows(t, registered):
             if key is not None and key not in keys:
                 keys.append(key)
+    # the flagship's variants first, then the ClipClap-GZSL baseline, then the other rows
+    keys.sort(key=lambda k: (not k.startswith("mft"), k != "clipclap"))
     return [Experiment(ds, variant(k), s, root, out / ds / k / f"seed{s}", tuple(extra_sets))
             for ds, root in data_roots.items() for k in keys for s in seeds]
 

@@ -51,8 +51,7 @@ from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
 from . import register_model
 from .base import Batch, GZSLModel
-from .clipclap import pool_time
-from .layers import EmbeddingNet
+from .layers import EmbeddingNet, masked_mean
 
 
 class Attention(nn.Module):
@@ -156,8 +155,8 @@ class AVCA(GZSLModel):
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """φa, φv (B, d) before attention, and θa, θv (B, E)."""
-        phi_a = self.A_enc(pool_time(batch.audio, batch.audio_mask).float())  # (B, d)
-        phi_v = self.V_enc(pool_time(batch.video, batch.video_mask).float())  # (B, d)
+        phi_a = self.A_enc(masked_mean(batch.audio, batch.audio_mask).float())  # (B, d)
+        phi_v = self.V_enc(masked_mean(batch.video, batch.video_mask).float())  # (B, d)
         x = torch.stack([phi_a + self.pos_emb[0], phi_v + self.pos_emb[1]], dim=1)  # (B, 2, d) tokens
         for blk in self.blocks:
             x = blk(x)

@@ -37,8 +37,8 @@ from ..data.types import FeatureDims
 from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
 from . import register_model
+from .layers import masked_mean
 from .base import Batch, GZSLModel
-from .clipclap import pool_time
 
 
 def mlp2(d_in: int, hidden: int, d_out: int, dropout: float, batch_norm: bool = True,
@@ -89,8 +89,8 @@ class AVGZSLNet(GZSLModel):
         self.F_DEC = mlp2(E, cfg.dec_hidden, dims.text, cfg.dropout_decoder, cfg.batch_norm_decoder)
 
     def embed_modalities(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.F_A(pool_time(batch.audio, batch.audio_mask).float())  # (B, E)
-        v = self.F_V(pool_time(batch.video, batch.video_mask).float())  # (B, E)
+        a = self.F_A(masked_mean(batch.audio, batch.audio_mask).float())  # (B, E)
+        v = self.F_V(masked_mean(batch.video, batch.video_mask).float())  # (B, E)
         return a, v
 
     def embed_videos(self, batch: Batch) -> torch.Tensor:

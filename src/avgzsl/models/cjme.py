@@ -47,8 +47,8 @@ from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
 from . import register_model
 from .avgzslnet import mlp2
+from .layers import masked_mean
 from .base import Batch, GZSLModel
-from .clipclap import pool_time
 
 
 @dataclass
@@ -87,8 +87,8 @@ class CJME(GZSLModel):
         self.attention = nn.Sequential(nn.BatchNorm1d(dims.audio + dims.video), nn.Linear(dims.audio + dims.video, 1))
 
     def _pooled(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return (pool_time(batch.audio, batch.audio_mask).float(),  # (B, Da)
-                pool_time(batch.video, batch.video_mask).float())  # (B, Dv)
+        return (masked_mean(batch.audio, batch.audio_mask).float(),  # (B, Da)
+                masked_mean(batch.video, batch.video_mask).float())  # (B, Dv)
 
     def _alpha(self, xa: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
         # concat[audio, video] (B, Da + Dv), audio first as in the reference's attention input

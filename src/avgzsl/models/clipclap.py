@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import losses
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
 from .base import Batch, GZSLModel
-from .layers import EmbeddingNet
+from .layers import EmbeddingNet, clipclap_head_loss, masked_mean
 
 
 @dataclass
@@ -44,16 +43,6 @@ class ClipClapConfig:
     def __post_init__(self):
         if self.modalities not in ("both", "audio", "video"):
             raise ConfigError(f"clipclap.modalities={self.modalities!r}: expected both, audio or video")
-
-
-def pool_time(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T, D) -> (B, D) mean over real steps; (B, D) passes through."""
-    if x.ndim == 2:
-        return x
-    if mask is None:
-        return x.mean(dim=1)
-    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
 
 
 @register_model("clipclap")
@@ -72,8 +61,8 @@ class ClipClap(GZSLModel):
         self.D_w = EmbeddingNet(cfg.dim_out, h, cfg.dropout_text, batch_norm=cfg.batch_norm)
 
     def _inputs(self, batch: Batch) -> torch.Tensor:
-        a = pool_time(batch.audio, batch.audio_mask).float()
-        v = pool_time(batch.video, batch.video_mask).float()
+        a = masked_mean(batch.audio, batch.audio_mask).float()
+        v = masked_mean(batch.video, batch.video_mask).float()
         if self.cfg.modalities == "audio":
             return a
         if self.cfg.modalities == "video":
@@ -87,17 +76,6 @@ class ClipClap(GZSLModel):
         return self.W_proj(self.W_enc(text))  # (C, E)
 
     def loss(self, batch, class_text, target):
-        theta_o = self.embed_videos(batch)  # (B, E)
-        o_rec = self.D_o(theta_o)  # (B, h)
-        w_all = self.W_enc(class_text)  # (K, h)
-        theta_w_all = self.W_proj(w_all)  # (K, E)
-        # the per-sample text branch runs on each video's own class text, as in the reference
-        w = self.W_enc(class_text[target])  # (B, h)
-        theta_w = self.W_proj(w)  # (B, E)
-        terms = {
-            "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-            "reg": losses.regression(theta_o, theta_w),
-            "rec": losses.reconstruction(w, o_rec, self.D_w(theta_w)),
-        }
+        terms, _, _ = clipclap_head_loss(self, self.embed_videos(batch), class_text, target)
         total = terms["ce"] + terms["reg"] + terms["rec"]
         return total, {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}

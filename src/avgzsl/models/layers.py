@@ -1,7 +1,40 @@
 """Building blocks shared by several models."""
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D) -> (B, D) mean over real steps (mask True); (B, D) passes through.
+
+    How models defined on averaged features take temporal input."""
+    if x.ndim == 2:
+        return x
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
+
+
+def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torch.Tensor, target: torch.Tensor):
+    """ClipClap-GZSL's loss terms for a model with its text/decoder head (W_enc, W_proj, D_o, D_w).
+
+    theta_o (B, E) video embeddings; class_text (K, Dt) training-class texts; target (B,) rows of it.
+    Returns ({"ce", "reg", "rec"}, theta_w_all (K, E), theta_w (B, E)).
+    """
+    from .. import losses
+    rho_o = model.D_o(theta_o)  # (B, h)
+    theta_w_all = model.W_proj(model.W_enc(class_text))  # (K, E)
+    # the per-sample text branch runs on each video's own class text, as in the reference
+    w = model.W_enc(class_text[target])  # (B, h)
+    theta_w = model.W_proj(w)  # (B, E)
+    terms = {
+        "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
+        "reg": losses.regression(theta_o, theta_w),
+        "rec": losses.reconstruction(w, rho_o, model.D_w(theta_w)),
+    }
+    return terms, theta_w_all, theta_w
 
 
 class EmbeddingNet(nn.Sequential):

@@ -29,8 +29,8 @@ from torch import nn
 
 from ..data.types import FeatureDims
 from ..errors import ConfigError
+from .layers import masked_mean
 from .base import Batch, GZSLModel
-from .clipclap import pool_time
 
 
 @dataclass
@@ -62,8 +62,8 @@ class LinearCompatModel(GZSLModel):
         self.drop_text = nn.Dropout(cfg.dropout_text)
 
     def _inputs(self, batch: Batch) -> torch.Tensor:
-        a = pool_time(batch.audio, batch.audio_mask).float()  # (B, Da)
-        v = pool_time(batch.video, batch.video_mask).float()  # (B, Dv)
+        a = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
+        v = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
         x = torch.cat([v, a], dim=1)  # (B, Dv + Da), video first as in the reference
         if self.cfg.normalize_inputs:
             x = F.normalize(x, dim=1)  # the whole concatenation, as the reference

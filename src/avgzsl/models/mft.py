@@ -45,6 +45,7 @@ MODALITIES = ("both", "audio", "video")
 ENCODER_NORMS = ("layernorm", "batchnorm")
 ACTIVATIONS = ("gelu", "relu")
 TIME_EMBEDDINGS = ("sinusoidal", "none")
+TEXT_BRANCHES = ("per_sample", "shared")
 
 # segment ids of the token sequence
 CLS, AUDIO, VIDEO = 0, 1, 2
@@ -80,6 +81,9 @@ class MFTConfig:
     dropout_decoder: float = 0.1  # O_proj, D_o
     dropout_text: float = 0.1  # W_proj, D_w
     batch_norm: bool = True  # BatchNorm in the projection/decoder blocks (as ClipClap)
+    text_branch: str = "per_sample"  # per_sample: θw(y), w'(y) from a 2nd text pass on each video's own
+    #                                  class text (as ClipClap) | shared: gathered from the K-class pass
+    #                                  (one text pass per step; faster, BatchNorm statistics over K classes)
     # --- l_kl (Table 4 "l - l_kl": lambda_kl=0) ---
     lambda_kl: float = 1.0  # weight of l_kl; 0 switches the term off (it is still logged, detached)
     kl_target: str = "mixed"  # smoothed: one-hot with label smoothing kl_eps | semantic: softmax of
@@ -95,7 +99,7 @@ class MFTConfig:
     def __post_init__(self):
         choices = {"attention": ATTENTION, "modalities": MODALITIES, "encoder_norm": ENCODER_NORMS,
                    "activation": ACTIVATIONS, "time_embedding": TIME_EMBEDDINGS,
-                   "kl_target": losses.KL_TARGETS}
+                   "kl_target": losses.KL_TARGETS, "text_branch": TEXT_BRANCHES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"mft.{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
@@ -203,12 +207,21 @@ class FusionBlock(nn.Module):
                                  nn.Linear(width, d))
         self.drop2 = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, L, d); pad (B, L) True = padding (ignored as a key); attn_mask (L, L) True = blocked."""
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, attn_mask: torch.Tensor | None,
+                cls_only: bool = False) -> torch.Tensor:
+        """x (B, L, d); pad (B, L) True = padding (ignored as a key); attn_mask (L, L) True = blocked.
+
+        cls_only: compute the output of token 0 only (B, 1, d): its query attends to all L keys as
+        usual, but no other token's attention output or MLP is computed (the last block's other outputs
+        are never read by the head)."""
         h = self.norm1(x)  # (B, L, d)
-        h, _ = self.attn(h, h, h, key_padding_mask=pad, attn_mask=attn_mask, need_weights=False)
-        x = x + self.drop1(h)  # (B, L, d)
-        return x + self.drop2(self.mlp(self.norm2(x)))  # (B, L, d)
+        q = h[:, :1] if cls_only else h  # (B, Lq, d), Lq = 1 or L
+        if cls_only:
+            x = x[:, :1]  # (B, 1, d)
+            attn_mask = None if attn_mask is None else attn_mask[:1]  # (1, L)
+        a, _ = self.attn(q, h, h, key_padding_mask=pad, attn_mask=attn_mask, need_weights=False)
+        x = x + self.drop1(a)  # (B, Lq, d)
+        return x + self.drop2(self.mlp(self.norm2(x)))  # (B, Lq, d)
 
 
 class FusionTransformer(nn.Module):
@@ -220,10 +233,12 @@ class FusionTransformer(nn.Module):
                                                 cfg.activation) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, pad, attn_mask)  # (B, L, d)
-        return self.norm(x)  # (B, L, d)
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, attn_mask: torch.Tensor | None,
+                cls_only: bool = False) -> torch.Tensor:
+        """(B, L, d) -> (B, L, d), or (B, 1, d) with cls_only (the last block computes token 0 only)."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, pad, attn_mask, cls_only=cls_only and i == len(self.blocks) - 1)  # (B, L|1, d)
+        return self.norm(x)
 
 
 def cross_modal_mask(segment: torch.Tensor) -> torch.Tensor:
@@ -331,8 +346,11 @@ class MFT(GZSLModel):
 
     # --- fusion ---
 
-    def fuse(self, batch: Batch) -> Fused:
-        """The fusion's outputs: token 0 (the [CLS] token) is the video representation fed to O_proj."""
+    def fuse(self, batch: Batch, cls_only: bool = False) -> Fused:
+        """The fusion's outputs: token 0 (the [CLS] token) is the video representation fed to O_proj.
+
+        cls_only: return only token 0 (B, 1, d), skipping the last block's work on the other tokens
+        (same values; what `embed_videos` uses). The default returns every token, for inspection."""
         if self.cfg.attention == "none":
             parts = []
             for m in self.cfg.used_modalities:  # temporal: masked mean over real steps, no embeddings
@@ -343,12 +361,15 @@ class MFT(GZSLModel):
             return Fused(out, pad, torch.tensor([CLS], device=out.device))
         tok = self._tokens(batch)
         attn_mask = cross_modal_mask(tok.segment) if self.cfg.attention == "cross" else None
-        return Fused(self.fusion(tok.tokens, tok.pad, attn_mask), tok.pad, tok.segment)
+        out = self.fusion(tok.tokens, tok.pad, attn_mask, cls_only=cls_only)  # (B, L|1, d)
+        if cls_only:
+            return Fused(out, tok.pad[:, :1], tok.segment[:1])
+        return Fused(out, tok.pad, tok.segment)
 
     # --- the GZSLModel contract ---
 
     def embed_videos(self, batch: Batch) -> torch.Tensor:
-        return self.O_proj(self.fuse(batch).tokens[:, 0])  # (B, d) -> (B, E)
+        return self.O_proj(self.fuse(batch, cls_only=True).tokens[:, 0])  # (B, d) -> (B, E)
 
     def embed_classes(self, text: torch.Tensor) -> torch.Tensor:
         return self.W_proj(self.W_enc(text.float()))  # (C, Dt) -> (C, E)
@@ -359,10 +380,13 @@ class MFT(GZSLModel):
         class_text = class_text.float()
         theta_o = self.embed_videos(batch)  # (B, E)
         rho_o = self.D_o(theta_o)  # (B, h)
-        theta_w_all = self.W_proj(self.W_enc(class_text))  # (K, E)
-        # the per-sample text branch runs on each video's own class text, as in ClipClap
-        w = self.W_enc(class_text[target])  # (B, h)
-        theta_w = self.W_proj(w)  # (B, E)
+        w_all = self.W_enc(class_text)  # (K, h)
+        theta_w_all = self.W_proj(w_all)  # (K, E)
+        if cfg.text_branch == "per_sample":  # each video's own class text, a second pass (as ClipClap)
+            w = self.W_enc(class_text[target])  # (B, h)
+            theta_w = self.W_proj(w)  # (B, E)
+        else:  # shared: rows of the K-class pass
+            w, theta_w = w_all[target], theta_w_all[target]  # (B, h), (B, E)
         terms = {
             "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
             "reg": losses.regression(theta_o, theta_w),

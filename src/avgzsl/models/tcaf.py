@@ -50,13 +50,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
 from .avca import PreNormBlock
 from .base import Batch, GZSLModel
-from .layers import EmbeddingNet
+from .layers import EmbeddingNet, clipclap_head_loss
 
 ATTENTION = ("cross", "full", "self")
 TIME_EMBEDDINGS = ("fourier", "none")
@@ -206,15 +205,6 @@ class TCAF(GZSLModel):
         return self.W_proj(self.W_enc(text.float()))  # (C, E)
 
     def loss(self, batch, class_text, target):
-        theta_o = self.embed_videos(batch)  # (B, E)
-        o_rec = self.D_o(theta_o)  # (B, h)
-        theta_w_all = self.W_proj(self.W_enc(class_text.float()))  # (K, E)
-        w = self.W_enc(class_text[target].float())  # (B, h): per-sample text branch, as ClipClap
-        theta_w = self.W_proj(w)  # (B, E)
-        terms = {
-            "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-            "reg": losses.regression(theta_o, theta_w),
-            "rec": losses.reconstruction(w, o_rec, self.D_w(theta_w)),
-        }
+        terms, _, _ = clipclap_head_loss(self, self.embed_videos(batch), class_text.float(), target)
         total = terms["ce"] + terms["reg"] + terms["rec"]
         return total, {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}

@@ -1,0 +1,225 @@
+"""Where the runs of `avgzsl reproduce` execute: in this process one after another, or as Ray tasks.
+
+A runner is `runner(todo: list[Experiment], device: str) -> list[(Experiment, error_line)]`: it runs every
+experiment with `avgzsl.reproduce.run_experiment` (the same protocol function as `avgzsl train`, writing the
+same run folders), retries a failed run once, and returns the runs that still failed; `reproduce()` then
+writes the tables and raises one error naming them. Finished runs never reach a runner (`reproduce()` skips
+folders with `results.json`), and a run folder with `state.pt` resumes, so a retry continues where the
+failed attempt's last finished epoch left off.
+
+`ray` is an optional dependency (`pip install "avgzsl[ray]"`); everything here imports it lazily.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+from .errors import AvgzslError
+
+log = logging.getLogger("avgzsl.executors")
+
+INSTALL_HINT = 'pip install "avgzsl[ray]"  (or: pip install "ray[tune]")'
+
+# environment variables a worker needs to see the driver's settings (the array cache, mainly)
+FORWARDED_ENV = ("AVGZSL_CACHE",)
+
+
+def require_ray(what: str = "--executor ray"):
+    """Import ray or raise one line saying what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise AvgzslError(f"{what} needs Ray, which is not installed; install it with: {INSTALL_HINT}") from None
+    return ray
+
+
+def require_tune(what: str = "avgzsl sweep"):
+    """Import ray.tune (Ray plus its Tune extras) or raise one line saying what to install."""
+    require_ray(what)
+    try:
+        from ray import tune
+    except ImportError:
+        raise AvgzslError(f"{what} needs Ray Tune, which is not installed; install it with: {INSTALL_HINT}") from None
+    return tune
+
+
+def forwarded_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def prepare_worker(num_cpus: float, env: dict[str, str] | None = None) -> int:
+    """In a Ray worker: torch threads = the task's CPU share (at least 1), and the driver's avgzsl settings."""
+    import torch
+    for k, v in (env or {}).items():
+        os.environ[k] = v
+    threads = max(1, int(num_cpus))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def one_line(err: BaseException) -> str:
+    """A Ray error's root cause as `Type: message` on one line (Ray's own str() is a whole traceback)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException) and cause is not err:
+        err = cause
+    text = str(err).strip()
+    lines = [x for x in text.splitlines() if x.strip()]
+    msg = lines[-1].strip() if lines else ""
+    name = type(err).__name__
+    return f"{name}: {msg}" if msg and not msg.startswith(name) else (msg or name)
+
+
+def worker_device(device: str, gpus_per_run: float) -> str:
+    """The device string a Ray task uses: Ray hands each GPU task its own CUDA_VISIBLE_DEVICES."""
+    if device.startswith("cuda"):
+        if gpus_per_run <= 0:
+            raise AvgzslError("--device cuda with --executor ray needs --gpus-per-run (1: a GPU per run; "
+                              "0.5: two runs share a GPU)")
+        return "cuda"  # the first (only) GPU Ray made visible to the task
+    if gpus_per_run > 0:
+        log.warning("--gpus-per-run %g reserves GPUs but --device is %s: the runs train on the CPU",
+                    gpus_per_run, device)
+    return device
+
+
+def init_ray(address: str | None = None, what: str = "--executor ray") -> bool:
+    """Connect to a cluster (`address`) or start a local one using every core. True when we started it."""
+    ray = require_ray(what)
+    if ray.is_initialized():
+        return False
+    kw: dict = {"logging_level": logging.WARNING}
+    if address:
+        kw["address"] = address
+    else:
+        kw["include_dashboard"] = False
+    try:
+        ray.init(**kw)
+    except ConnectionError as e:
+        raise AvgzslError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    return True
+
+
+# ---- sequential --------------------------------------------------------------------------------
+
+class LocalRunner:
+    """The runs one after another in this process (torch uses every core for each). Retries a failure once."""
+
+    def __init__(self, progress: bool = True, fn: Callable | None = None):
+        self.progress = progress
+        self.fn = fn
+
+    def __call__(self, todo, device: str) -> list[tuple[object, str]]:
+        from .reproduce import run_experiment
+        fn = self.fn or run_experiment
+        failures = []
+        for i, e in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}", flush=True)
+            for attempt in (1, 2):
+                try:
+                    fn(e, device, self.progress)
+                    break
+                except AvgzslError:
+                    raise  # bad data or config: every run would fail the same way
+                except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
+                    if attempt == 1:
+                        log.warning("%s failed (%s: %s); retrying once", e.out, type(err).__name__, err)
+                    else:
+                        log.error("%s failed again: %s", e.out, err)
+                        failures.append((e, f"{type(err).__name__}: {err}"))
+        return failures
+
+
+# ---- Ray -----------------------------------------------------------------------------------------
+
+def _ray_task(fn, exp, device: str, num_cpus: float, env: dict):
+    """Body of one Ray task. Avgzsl errors (bad data/config) come back as values so Ray does not retry them."""
+    prepare_worker(num_cpus, env)
+    if fn is None:
+        from .reproduce import run_experiment as fn
+    t = time.perf_counter()
+    try:
+        fn(exp, device, False)
+    except AvgzslError as e:
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    return {"ok": True, "seconds": time.perf_counter() - t, "pid": os.getpid()}
+
+
+class RayRunner:
+    """Each run is a Ray task with `num_cpus` CPUs (its torch threads) and `num_gpus` GPUs.
+
+    Ray retries a task once when it raises or its worker dies (`max_retries=1, retry_exceptions=True`);
+    a run that fails twice is returned as a failure. Connects to `address` (a running cluster: `auto`,
+    `HOST:6379` or `ray://HOST:10001`), or starts Ray on this machine with every core; a Ray session that
+    is already initialised (e.g. by the caller) is used as it is.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 fn: Callable | None = None, max_retries: int = 1):
+        if num_cpus <= 0:
+            raise AvgzslError(f"CPUs per run must be > 0, got {num_cpus}")
+        if num_gpus < 0:
+            raise AvgzslError(f"--gpus-per-run must be >= 0, got {num_gpus}")
+        self.address, self.num_cpus, self.num_gpus = address, float(num_cpus), float(num_gpus)
+        self.fn, self.max_retries = fn, max_retries
+
+    def __call__(self, todo, device: str) -> list[tuple[object, str]]:
+        ray = require_ray()
+        dev = worker_device(device, self.num_gpus)
+        if not todo:
+            return []
+        started = init_ray(self.address)
+        try:
+            task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
+                              retry_exceptions=True)(_ray_task)
+            env = forwarded_env()
+            refs = {task.remote(self.fn, e, dev, self.num_cpus, env): e for e in todo}
+            cpus = ray.cluster_resources().get("CPU", 0)
+            print(f"{len(todo)} runs as Ray tasks ({self.num_cpus:g} CPU"
+                  f"{f', {self.num_gpus:g} GPU' if self.num_gpus else ''} each; cluster: {cpus:g} CPUs)", flush=True)
+            failures, pending, n = [], list(refs), 0
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    e = refs[ready[0]]
+                    n += 1
+                    try:
+                        out = ray.get(ready[0])
+                    except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError, ...
+                        out = {"ok": False, "error": one_line(err) + " (after 1 retry)"}
+                    label = f"[{n}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}"
+                    if out["ok"]:
+                        print(f"{label}  done in {out['seconds']:.0f}s", flush=True)
+                    else:
+                        print(f"{label}  FAILED: {out['error']}", flush=True)
+                        log.error("%s failed: %s", e.out, out["error"])
+                        failures.append((e, out["error"]))
+            except KeyboardInterrupt:
+                for r in pending:
+                    ray.cancel(r, force=True)
+                raise
+            return failures
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_runner(executor: str = "local", ray_address: str | None = None, gpus_per_run: float = 0.0,
+                cpus_per_run: float = 1.0, progress: bool = True):
+    """The runner for `reproduce(..., runner=...)`: `local` (sequential) or `ray`."""
+    if executor == "local":
+        if ray_address:
+            raise AvgzslError("--ray-address needs --executor ray")
+        if gpus_per_run:
+            raise AvgzslError("--gpus-per-run needs --executor ray")
+        return LocalRunner(progress=progress)
+    if executor == "ray":
+        require_ray()
+        return RayRunner(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+    raise AvgzslError(f"unknown executor {executor!r}; choose local or ray")
+
+
+__all__ = ["make_runner", "LocalRunner", "RayRunner", "require_ray", "require_tune", "init_ray",
+           "prepare_worker", "one_line", "INSTALL_HINT"]

@@ -32,10 +32,9 @@ from .config import RunConfig
 from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
 from .errors import AvgzslError, DataError, LeakageError
-from .io import write_json, write_text
 from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model
-from .runlog import RunFolder, environment
+from .runlog import RunFolder
 from .train import SplitTensors, evaluate, nearest_classes, train_one_epoch
 
 log = logging.getLogger("avgzsl.protocol")
@@ -135,8 +134,16 @@ def _curve(res: GZSLResult) -> dict:
 
 
 def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
-                 device: str = "cpu", progress: bool = False, resume: bool = False) -> dict:
-    """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json)."""
+                 device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
+                 on_epoch=None) -> dict:
+    """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json).
+
+    stages=1 stops after stage 1 and returns {"val", "best_epoch", "epochs": [val summary per epoch]}
+    without touching the test splits (what a hyper-parameter sweep may look at). on_epoch(row) is
+    called with each stage-1 epoch's log row.
+    """
+    if stages not in (1, 2):
+        raise AvgzslError(f"stages={stages}: expected 1 or 2")
     cfg.validate()
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -202,12 +209,15 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
                     save_checkpoint(run.path / "checkpoints" / "stage1_best.pt", model, run_dict, text_space,
                                     stage=1, epoch=epoch, beta=summ["beta"])
             st1["done"] = epoch + 1
+            st1.setdefault("history", []).append(summ)
             bar.set_postfix(hm=f"{100 * summ['hm']:.2f}", best=st1["best_epoch"] + 1)
             row = {"stage": 1, "epoch": epoch, "lr": lr, "loss": terms, "val": summ,
                    "train_s": round(train_s, 3), "time_s": round(time.perf_counter() - te, 3)}
             log.info("stage 1 epoch %d/%d  loss %.4f  val S %.2f U %.2f HM %.2f ZSL %.2f beta %.3f",
                      epoch + 1, cfg.epochs, terms.get("total", float("nan")), 100 * summ["seen"],
                      100 * summ["unseen"], 100 * summ["hm"], 100 * summ["zsl"], summ["beta"])
+            if on_epoch is not None:
+                on_epoch(row)
             if run is not None:
                 run.log_epoch(row)
                 run.save_state({"stage": 1, "stage1": st1, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -216,6 +226,8 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
         state = None  # stage 2 starts fresh unless we resumed inside it
     timings["stage1_s"] = time.perf_counter() - t0
     best_epoch, best_beta = st1["best_epoch"], st1["best"]["beta"]
+    if stages == 1:
+        return {"val": st1["best"], "best_epoch": best_epoch, "epochs": st1["history"]}
 
     # ---- stage 2 -------------------------------------------------------------------------
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .config import RunConfig, load_config, merge, parse_set, read_yaml
-from .errors import AvgzslError, ConfigError, LeakageError
+from .errors import AvgzslError, ConfigError
 
 log = logging.getLogger("avgzsl.sweep")
 
@@ -60,50 +60,10 @@ def train_stage1(cfg: RunConfig, bench, device: str = "cpu", progress: bool = Fa
     `run_protocol`, so `train_stage1(cfg, bench)["val"] == run_protocol(cfg, bench)["val"]` on CPU
     (tests/test_ray.py checks it). Nothing is written and the test splits are never touched.
     """
-    import numpy as np
-    import torch
-
-    from .data.sampler import ClassBalancedSampler
-    from .models import build_model
-    from .protocol import EvalSet, _local_index, _lr, _seed, check_leakage
-    from .train import SplitTensors, evaluate, train_one_epoch
-
-    cfg.validate()
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AvgzslError("--device cuda was asked for, but torch finds no CUDA device")
-    errors, _ = check_leakage(bench)
-    if errors and not cfg.allow_leakage:
-        raise LeakageError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-                           + "; set allow_leakage=true to run anyway")
-    s = bench.splits
-    text = torch.from_numpy(np.ascontiguousarray(bench.text, dtype=np.float32)).to(device)
-    betas = cfg.betas()
-    val = EvalSet.build(s["stage_1_val_seen"], s["stage_1_val_unseen"], device)
-    train1 = s["stage_1_train"]
-    _seed(cfg.seed)
-    model = build_model(cfg.model, cfg.model_cfg, bench.dims).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=cfg.scheduler_patience)
-    sampler = ClassBalancedSampler(train1.labels, cfg.n_batches, cfg.bs, cfg.seed)
-    data = SplitTensors.from_split(train1, device)
-    classes = train1.classes
-    cls_text, local = text[torch.as_tensor(classes, device=device)], _local_index(len(bench.class_names), classes,
-                                                                                  device)
-    best_hm, best_epoch, best, per_epoch = -1.0, -1, None, []
-    for epoch in range(cfg.epochs):
-        lr = _lr(opt)
-        terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                desc=f"stage 1 epoch {epoch + 1}")
-        res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
-        summ = res.summary()
-        sched.step(summ["hm"])
-        per_epoch.append(summ)
-        if summ["hm"] > best_hm:  # strict: ties keep the first epoch, as run_protocol
-            best_hm, best_epoch, best = summ["hm"], epoch, summ
-        if on_epoch is not None:
-            on_epoch({"epoch": epoch, "lr": lr, "loss": terms, "val": summ})
-    return {"val": best, "best_epoch": best_epoch, "epochs": per_epoch}
+    from .protocol import run_protocol
+    return run_protocol(cfg, bench, None, device=device, progress=progress, stages=1,
+                        on_epoch=None if on_epoch is None else
+                        (lambda row: on_epoch({k: row[k] for k in ("epoch", "lr", "loss", "val")})))
 
 
 # ---- the sweep file ------------------------------------------------------------------------------

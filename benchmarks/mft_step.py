@@ -1,6 +1,7 @@
 """Time one MFT training step (forward + backward + Adam) on CPU; writes JSON.
 
-    python benchmarks/mft_step.py [--out benchmarks/results/mft_step.json] [--rounds 6] [--steps 15] [--only LABEL...]
+    python benchmarks/mft_step.py [--out FILE.json] [--rounds 6] [--steps 15] [--threads N] [--only LABEL...]
+    # docs/method.md: --threads 1 --rounds 6 --steps 10 --out benchmarks/results/mft_step_1thread.json
 
 Each variant: batch 64 of random features, K training classes, `--set`-style model overrides. The machine is
 shared, so the variants run in interleaved rounds of `--steps` steps; ms_per_step is a variant's best

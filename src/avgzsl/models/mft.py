@@ -22,7 +22,8 @@ Evaluation: L2 distance between θo and θw (the base class's `distances`), in e
 
 Switches: `attention` full | cross | none (paper Table 3: none = "w/o att"), `modalities` both | audio |
 video (Table 5), `lambda_kl`, `lambda_cos` (Table 4). Temporal inputs (B, T, D) give one token per real
-step; averaged inputs (B, D) one token per modality.
+step; averaged inputs (B, D) one token per modality. `fuse(batch)` returns every token's output (for
+inspection and tests); `embed_videos` computes only [CLS] in the last block (same value, less work).
 """
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ class FusionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.drop1 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d)
-        width = max(1, int(round(mlp_ratio * d)))
+        width = max(1, round(mlp_ratio * d))
         self.mlp = nn.Sequential(nn.Linear(d, width), _activation(activation), nn.Dropout(dropout),
                                  nn.Linear(width, d))
         self.drop2 = nn.Dropout(dropout)
@@ -320,7 +321,8 @@ class MFT(GZSLModel):
         return x, mask.bool(), times
 
     def _tokens(self, batch: Batch) -> Fused:
-        """[CLS, audio tokens, video tokens] (B, L, d), each plus its modality (and time) embedding."""
+        """The fusion's INPUT: [CLS, audio tokens, video tokens] (B, L, d), each plus its modality (and
+        time) embedding, with the padding mask and segment ids."""
         cfg = self.cfg
         B = len(batch)
         tokens = [self.cls_token.expand(B, 1, -1)]  # (B, 1, d)

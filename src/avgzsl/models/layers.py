@@ -17,18 +17,23 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
 
 
-def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torch.Tensor, target: torch.Tensor):
+def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torch.Tensor, target: torch.Tensor,
+                       per_sample: bool = True):
     """ClipClap-GZSL's loss terms for a model with its text/decoder head (W_enc, W_proj, D_o, D_w).
 
     theta_o (B, E) video embeddings; class_text (K, Dt) training-class texts; target (B,) rows of it.
+    per_sample=False takes each video's text embedding from the K-class pass instead of a second pass.
     Returns ({"ce", "reg", "rec"}, theta_w_all (K, E), theta_w (B, E)).
     """
     from .. import losses
     rho_o = model.D_o(theta_o)  # (B, h)
-    theta_w_all = model.W_proj(model.W_enc(class_text))  # (K, E)
-    # the per-sample text branch runs on each video's own class text, as in the reference
-    w = model.W_enc(class_text[target])  # (B, h)
-    theta_w = model.W_proj(w)  # (B, E)
+    w_all = model.W_enc(class_text)  # (K, h)
+    theta_w_all = model.W_proj(w_all)  # (K, E)
+    if per_sample:  # each video's own class text in a second pass, as in the reference
+        w = model.W_enc(class_text[target])  # (B, h)
+        theta_w = model.W_proj(w)  # (B, E)
+    else:
+        w, theta_w = w_all[target], theta_w_all[target]  # (B, h), (B, E)
     terms = {
         "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
         "reg": losses.regression(theta_o, theta_w),

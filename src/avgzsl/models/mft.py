@@ -39,7 +39,7 @@ from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
 from .base import Batch, GZSLModel
-from .layers import EmbeddingNet
+from .layers import EmbeddingNet, clipclap_head_loss, masked_mean
 
 ATTENTION = ("full", "cross", "none")
 MODALITIES = ("both", "audio", "video")
@@ -136,16 +136,6 @@ class MFTConfig:
 
 def _activation(name: str) -> nn.Module:
     return nn.GELU() if name == "gelu" else nn.ReLU()
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, T, D) -> (B, D) mean over real steps (mask True); (B, D) passes through."""
-    if x.ndim == 2:
-        return x
-    if mask is None:
-        return x.mean(dim=1)
-    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
 
 
 def sinusoidal_time_embedding(times: torch.Tensor, dim: int, min_period: float,
@@ -381,19 +371,8 @@ class MFT(GZSLModel):
         cfg = self.cfg
         class_text = class_text.float()
         theta_o = self.embed_videos(batch)  # (B, E)
-        rho_o = self.D_o(theta_o)  # (B, h)
-        w_all = self.W_enc(class_text)  # (K, h)
-        theta_w_all = self.W_proj(w_all)  # (K, E)
-        if cfg.text_branch == "per_sample":  # each video's own class text, a second pass (as ClipClap)
-            w = self.W_enc(class_text[target])  # (B, h)
-            theta_w = self.W_proj(w)  # (B, E)
-        else:  # shared: rows of the K-class pass
-            w, theta_w = w_all[target], theta_w_all[target]  # (B, h), (B, E)
-        terms = {
-            "ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-            "reg": losses.regression(theta_o, theta_w),
-            "rec": losses.reconstruction(w, rho_o, self.D_w(theta_w)),
-        }
+        terms, theta_w_all, theta_w = clipclap_head_loss(self, theta_o, class_text, target,
+                                                         per_sample=cfg.text_branch == "per_sample")
         total = terms["ce"] + terms["reg"] + terms["rec"]
         # l_kl and l_cos are always logged; with λ = 0 they are computed detached and not added
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.lambda_kl > 0):

@@ -34,7 +34,7 @@ def single(model_name: str, like: str, scale: float, batches: int) -> dict:
     s = bench.splits
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.model_cfg, bench.dims)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam)
     train = s["stage_1_train"]
     data = SplitTensors.from_split(train)
     text = torch.from_numpy(bench.text)

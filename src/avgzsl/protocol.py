@@ -171,7 +171,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
     def make(seed_stage: int):
         _seed(cfg.seed)
         model = build_model(cfg.model, cfg.model_cfg, dims).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=cfg.scheduler_patience)
         return model, opt, sched
 

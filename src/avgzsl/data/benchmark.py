@@ -564,8 +564,7 @@ def _warn_alignment(bench: Benchmark) -> None:
                     "'reference_order' (the reference loader's position pairing) than under 'by_name'; "
                     "using %r. Differing classes: %s", len(differs), len(bench.class_names), bench.name,
                     bench.info.get("text_alignment"),
-                    ", ".join(differs[:5]) + (f", ... ({len(differs) - 5} more; all listed in a run's env.json)"
-                                              if len(differs) > 5 else ""))
+                    ", ".join(differs))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -139,3 +139,34 @@ def test_sampler_is_class_balanced_with_replacement():
     assert np.allclose(freq, 1 / 3, atol=0.01)  # classes equally likely despite 90:9:1 counts
     within = np.bincount(idx.flatten().numpy()[drawn == 0], minlength=90)[:90]
     assert within.min() > 0 and within.std() / within.mean() < 0.15  # videos uniform within a class
+
+
+def test_leakage_guard_refuses_a_class_both_seen_and_unseen(tiny_bench):
+    s = tiny_bench.splits
+    s["stage_1_val_unseen"].classes = np.union1d(s["stage_1_val_unseen"].classes, [0])
+    with pytest.raises(LeakageError, match="both stage_1_val_seen and stage_1_val_unseen"):
+        protocol.run_protocol(load_config(None, FAST), tiny_bench)
+
+
+def test_leakage_guard_refuses_a_training_video_in_the_test_set(tiny_bench):
+    s = tiny_bench.splits
+    s["stage_2_test_seen"].video_names[0] = s["stage_1_train"].video_names[3]
+    with pytest.raises(LeakageError, match="also test videos"):
+        protocol.run_protocol(load_config(None, FAST), tiny_bench)
+
+
+def test_duplicate_video_names_are_a_counted_warning(tiny_bench, caplog):
+    s = tiny_bench.splits
+    s["stage_1_train"].video_names[1] = s["stage_1_train"].video_names[0]
+    errors, warnings = protocol.check_leakage(tiny_bench)
+    assert not errors and warnings == ["stage_1_train: 1 duplicate video name(s)"]
+
+
+def test_overridden_leakage_is_recorded_in_the_run_folder(tmp_path, tiny_bench):
+    s = tiny_bench.splits
+    s["stage_2_test_seen"].video_names[0] = s["stage_1_train"].video_names[3]
+    protocol.run_protocol(load_config(None, FAST + ["allow_leakage=true"]), tiny_bench, tmp_path / "run")
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    # the video is in stage_1_train and, as in the real layout, in stage_2_train too
+    assert [m.split(" are ")[0] for m in env["leakage_overridden"]] == [
+        "1 video(s) of stage_1_train", "1 video(s) of stage_2_train"]

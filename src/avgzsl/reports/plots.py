@@ -46,12 +46,11 @@ def _figure(w: float, h: float) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..io import atomic_write
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
+    atomic_write(path, lambda p: fig.savefig(p, dpi=DPI, format="png"))  # never a half-written PNG
     fig.clear()
-    return path
+    return Path(path)
 
 
 def _pct(x) -> np.ndarray:

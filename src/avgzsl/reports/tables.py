@@ -66,7 +66,8 @@ def build_table(table: int, exps, datasets: list[str]) -> tuple[list[str], list[
                     ours.append("–")
                     theirs.append(f"{ref[d][m]:.2f}")
                 else:
-                    ours.append(f"{mean:.2f} ± {std:.2f}")
+                    n_seeds = len({e.seed for e in exps})
+                    ours.append(f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n < n_seeds else ""))
                     theirs.append(f"{ref[d][m]:.2f} ({mean - ref[d][m]:+.2f})")
                 records.append(dict(table=table, method=label, variant=key, dataset=d, metric=m,
                                     mean=round(mean, 4) if n else "", std=round(std, 4) if n else "", n=n,

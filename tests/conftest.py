@@ -53,6 +53,17 @@ def tiny_benchmark(seed: int = 0, n_per_class: int = 12, da: int = 12, dv: int =
     return Benchmark("tiny", names, text, np.ones(C, bool), splits, "clipclap", {"root": "<memory>"})
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is faster, and kinder to a shared machine (a module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_bench():
     return tiny_benchmark()

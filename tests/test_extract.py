@@ -17,14 +17,7 @@ from avgzsl.extract import (ClipClapExtractor, centre_crop, extract, list_videos
 FPS, W, H = 10, 64, 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is faster, and kinder to a shared machine."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_video(path, seconds=1.5, audio=True, freq=440.0, sr=22050, bar=255):

@@ -52,16 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
+from avgzsl.data.types import STAGE_FOLDERS
 from avgzsl.errors import DataError
 
-STAGES = (
-    "stage_1_train",
-    "stage_1_val_seen",
-    "stage_1_val_unseen",
-    "stage_2_train",
-    "stage_2_test_seen",
-    "stage_2_test_unseen",
-)
+STAGES = STAGE_FOLDERS  # the six stage folders, in the layout's order
 
 # Feature dims (audio, video, text parts) per feature set, as in the real releases.
 FEATURE_DIMS = {

@@ -20,7 +20,7 @@ def main():
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--rows", type=int, default=18)
     a = ap.parse_args()
-    from avgzsl.cli import resolve_config
+    from avgzsl.config import resolve_config
     from avgzsl.config import load_config
     from avgzsl.data import load_benchmark
     from avgzsl.data.sampler import ClassBalancedSampler

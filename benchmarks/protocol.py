@@ -50,7 +50,7 @@ def bare_loop(model_name: str, model_cfg: dict, dims, n_train: int, n_classes: i
 
 
 def single(model: str, dataset: str, scale: float, epochs: int | None) -> dict:
-    from avgzsl.cli import resolve_config
+    from avgzsl.config import resolve_config
     from avgzsl.config import load_config
     from avgzsl.data import load_benchmark
     from avgzsl.protocol import run_protocol

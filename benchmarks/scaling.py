@@ -22,7 +22,7 @@ import _common  # noqa: E402
 
 
 def single(model_name: str, like: str, scale: float, batches: int) -> dict:
-    from avgzsl.cli import resolve_config
+    from avgzsl.config import resolve_config
     from avgzsl.config import load_config
     from avgzsl.data import load_benchmark
     from avgzsl.data.sampler import ClassBalancedSampler

@@ -228,6 +228,22 @@ def test_reference_order_reproduces_position_pairing_and_warns(tmp_path, caplog)
     assert f"{len(differs)} of {len(CLASSES)} classes" in msg and all(n in msg for n in differs)
 
 
+def test_alignment_warning_names_a_few_classes_and_points_to_env_json(caplog):
+    from types import SimpleNamespace
+
+    from avgzsl.data.benchmark import SHOWN_CLASSES, _warn_alignment
+    names = [f"Class{i:03d}" for i in range(SHOWN_CLASSES + 5)]
+    bench = SimpleNamespace(name="toy", class_names=names + ["Same"],
+                            info={"alignment_differs": names, "text_alignment": "by_name"})
+    with caplog.at_level(logging.WARNING, logger="avgzsl.data"):
+        _warn_alignment(bench)
+    (rec,) = caplog.records
+    msg = rec.getMessage()
+    assert f"{len(names)} of {len(names) + 1} classes" in msg
+    assert all(n in msg for n in names[:SHOWN_CLASSES]) and not any(n in msg for n in names[SHOWN_CLASSES:])
+    assert "(5 more;" in msg and "env.json" in msg and "\n" not in msg
+
+
 def test_no_warning_when_alignments_agree(tmp_path, caplog):
     lay = make_dataset(tmp_path)
     # manual names that sort exactly like plain-sorted originals -> both alignments agree

@@ -58,3 +58,37 @@ def test_dry_run_lists_every_run_once(tmp_path, capsys):
     # MFT appears in all three tables but runs once: 6 variants x 2 seeds
     assert len(lines) == 12
     assert sum("mft.attention=none" in x for x in lines) == 2
+
+
+def test_dry_run_estimates_from_finished_seeds(tmp_path, capsys):
+    import json
+
+    from avgzsl.cli import main
+    for seed, timings in ((0, {"stage1_s": 100.0, "stage2_s": 40.0, "test_s": 0.5}),
+                          (1, {"stage1_s": 80.0, "stage2_s": 19.5, "test_s": 0.5})):
+        run = tmp_path / "ucf" / "mft-no-attention" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "timings.json").write_text(json.dumps(timings))
+        (run / "results.json").write_text("{}")
+    assert main(["reproduce", "--dry-run", "--tables", "3", "--datasets", "ucf", "--seeds", "0,1,2",
+                 "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    todo = {x.split()[2]: x for x in lines if x.startswith("todo")}
+    assert sorted(todo) == ["mft", "mft-no-attention"]
+    assert "~2.0 min (measured)" in todo["mft-no-attention"]  # (140.5 + 100) / 2 s
+    assert "(measured)" not in todo["mft"]  # no finished seed of MFT: the benchmark rate or the default
+
+
+def test_table2_plans_every_registered_model_on_every_dataset(tmp_path, capsys):
+    from avgzsl.cli import main
+    from avgzsl.config import PRESET_DIR
+    from avgzsl.models import list_models
+    from avgzsl.reports import paper
+    datasets = ["ucf", "activitynet", "vggsound"]
+    assert main(["reproduce", "--dry-run", "--tables", "2", "--datasets", ",".join(datasets), "--seeds", "0",
+                 "--out", str(tmp_path)]) == 0
+    planned = {(x.split()[1], x.split()[2]) for x in capsys.readouterr().out.splitlines() if x.startswith("todo")}
+    # every implemented model is a row of the paper's Table 2, and each runs with its own preset per dataset
+    assert set(list_models()) <= {name for name, _, _ in paper.TABLE2.values()}
+    assert planned == {(ds, m) for ds in datasets for m in list_models()}
+    assert all((PRESET_DIR / f"{m}_{ds}.yaml").exists() for ds, m in planned)

@@ -11,31 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from .config import PRESET_DIR, default_cache, resolve_config
 from .errors import AvgzslError
 
 log = logging.getLogger("avgzsl")
-
-PRESET_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def resolve_config(name_or_path: str | None) -> Path | None:
-    """A YAML path, or a preset name such as `mft_ucf` (see `avgzsl presets`)."""
-    if name_or_path is None:
-        return None
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if preset.exists():
-        return preset
-    names = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
-    raise AvgzslError(f"{name_or_path}: neither a config file nor a preset (presets: {names})")
-
-
-def default_cache() -> Path:
-    import os
-    return Path(os.environ.get("AVGZSL_CACHE", Path.home() / ".cache" / "avgzsl"))
-
 
 def _data_options(cfg) -> dict:
     return dict(split=cfg.split, feature_dir=cfg.feature_dir, text_alignment=cfg.text_alignment)

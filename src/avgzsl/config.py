@@ -16,6 +16,29 @@ import yaml
 
 from .errors import ConfigError
 
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config(name_or_path: str | None) -> Path | None:
+    """A YAML path, or a preset name such as `mft_ucf` (see `avgzsl presets`)."""
+    if name_or_path is None:
+        return None
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    names = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"{name_or_path}: neither a config file nor a preset (presets: {names})")
+
+
+def default_cache() -> Path:
+    """Where generated data and array caches live: $AVGZSL_CACHE, else ~/.cache/avgzsl."""
+    import os
+    return Path(os.environ.get("AVGZSL_CACHE", Path.home() / ".cache" / "avgzsl"))
+
+
 BETA_GRIDS = {
     # ClipClap-GZSL: 76 steps over [0, 5]; AVCA/TCAF: 16 steps over [0, 3].
     "clipclap": (0.0, 5.0, 76),

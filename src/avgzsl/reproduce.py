@@ -92,8 +92,7 @@ def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: 
 
 def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False) -> dict:
     """One protocol run (resuming or restarting as its folder says). Pure: safe to call from a worker."""
-    from .cli import resolve_config
-    from .config import load_config
+    from .config import load_config, resolve_config
     from .data import load_benchmark
     from .protocol import run_protocol
     if exp.done:
@@ -108,22 +107,36 @@ def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False)
     return run_protocol(cfg, bench, exp.out, device=device, progress=progress, resume=resume)
 
 
-def estimate_seconds(exp: Experiment, bench_json: Path | None = None) -> float:
-    """Rough run time from the benchmark suite's measured samples/s (or a conservative default)."""
-    from .cli import resolve_config
-    from .config import load_config
+def measured_seconds(exp: Experiment) -> float | None:
+    """Mean run time of this variant's finished seeds in the same output folder (their timings.json)."""
+    times = []
+    for t in sorted(exp.out.parent.glob("seed*/timings.json")):
+        try:
+            times.append(sum(float(v) for v in json.loads(t.read_text()).values()))
+        except (ValueError, TypeError, AttributeError, OSError):
+            continue  # an unreadable record only costs the estimate its evidence
+    return sum(times) / len(times) if times else None
+
+
+def estimate_seconds(exp: Experiment, bench_json: Path | None = None) -> tuple[float, str]:
+    """(seconds, source) for one run: the same variant's finished seeds when there are any, else the
+    benchmark suite's measured samples/s for the model and dataset, else a conservative default rate."""
+    measured = measured_seconds(exp)
+    if measured is not None:
+        return measured, "measured"
+    from .config import load_config, resolve_config
     cfg = load_config(resolve_config(exp.preset), exp.sets())
-    rate = 2000.0  # samples/s on a 2-core CPU when no benchmark figure is known
+    rate, source = 2000.0, "default"  # samples/s on a 2-core CPU when no benchmark figure is known
     if bench_json and bench_json.exists():
         try:
             rows = json.loads(bench_json.read_text()).get("runs", [])
             match = [r for r in rows if r.get("model") == exp.variant.model and r.get("dataset") == exp.dataset]
             if match:
-                rate = float(match[0]["train_samples_per_s"])
+                rate, source = float(match[0]["train_samples_per_s"]), "benchmark"
         except (ValueError, KeyError, TypeError):
             pass
     epochs = cfg.epochs + (cfg.epochs * 0.75)  # stage 2 runs best_epoch + 1 <= epochs
-    return epochs * cfg.n_batches * cfg.bs / rate
+    return epochs * cfg.n_batches * cfg.bs / rate, source
 
 
 def default_synthetic_roots(datasets: list[str], scale: float, cache: Path) -> dict[str, Path]:
@@ -160,7 +173,7 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
         if ds not in DATASET_FOLDERS:
             raise AvgzslError(f"unknown dataset {ds!r}; choose from {', '.join(DATASET_FOLDERS)}")
     if synthetic:
-        from .cli import default_cache
+        from .config import default_cache
         roots = default_synthetic_roots(datasets, synthetic_scale, cache or default_cache()) if not dry_run else \
             {ds: Path("<synthetic>") for ds in datasets}
     else:
@@ -171,10 +184,11 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
         total = 0.0
         lines = []
         for e in exps:
-            sec = 0.0 if e.done else estimate_seconds(e, bench_json)
+            sec, source = (0.0, "") if e.done else estimate_seconds(e, bench_json)
             total += sec
             lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
-                         f"~{sec / 60:.1f} min  --config {e.preset} " + " ".join(f"--set {s}" for s in e.sets()))
+                         + (f"~{sec / 60:.1f} min ({source})  " if not e.done else "")
+                         + f"--config {e.preset} " + " ".join(f"--set {s}" for s in e.sets()))
         print("\n".join(lines))
         print(f"{len(exps)} runs, {sum(not e.done for e in exps)} to do, about {total / 60:.0f} min on this machine")
         return {"runs": len(exps), "estimated_s": total}

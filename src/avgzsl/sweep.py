@@ -210,7 +210,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def trial_config(spec: SweepSpec, overrides: dict) -> RunConfig:
     """The run config of one trial: base <- fixed `set` <- the trial's sampled values (dotted keys)."""
-    from .cli import resolve_config
+    from .config import resolve_config
     over = merge(parse_set(spec.set), nested(_plain(overrides)))
     return load_config(resolve_config(spec.base), over)
 
@@ -253,7 +253,7 @@ def data_root(spec: SweepSpec, cache: Path | None = None) -> Path:
         if not root.exists():
             raise AvgzslError(f"{root}: dataset root does not exist")
         return root
-    from .cli import default_cache
+    from .config import default_cache
     from .data.synthetic import make_synthetic
     syn = spec.synthetic
     root = (cache or default_cache()).expanduser().resolve() / "synthetic" / \

@@ -557,14 +557,18 @@ def _build_text(src: _Source, class_names, feature_set, word, wavcaps, alignment
     return text, found, missing_in, differs
 
 
+SHOWN_CLASSES = 8  # a warning stays one readable line; the full list goes into env.json
+
+
 def _warn_alignment(bench: Benchmark) -> None:
     differs = bench.info.get("alignment_differs") or []
     if differs:
         log.warning("text alignment: %d of %d classes of %s get a different text embedding under "
                     "'reference_order' (the reference loader's position pairing) than under 'by_name'; "
-                    "using %r. Differing classes: %s", len(differs), len(bench.class_names), bench.name,
-                    bench.info.get("text_alignment"),
-                    ", ".join(differs))
+                    "using %r. Differing classes: %s%s", len(differs), len(bench.class_names), bench.name,
+                    bench.info.get("text_alignment"), ", ".join(differs[:SHOWN_CLASSES]),
+                    f", ... ({len(differs) - SHOWN_CLASSES} more; all of them are in the run folder's env.json "
+                    "under data.alignment_differs)" if len(differs) > SHOWN_CLASSES else "")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from _procs import kill_when
 from avgzsl.errors import AvgzslError, ConfigError
 from avgzsl.executors import LocalRunner, make_runner
 from avgzsl.reproduce import Experiment, Variant
@@ -139,12 +138,7 @@ def test_sweep_resumes_after_kill_and_matches_sequential(ray_session, tmp_path):
     done = lambda: sorted(out.glob("trials/*/result.json"))  # noqa: E731
 
     p = _sweep_cli(cfg, out, ray_session["address"])
-    t = time.time()
-    while p.poll() is None and not done() and time.time() - t < 150:
-        time.sleep(0.05)
-    assert p.poll() is None, f"the sweep ended before it could be killed:\n{p.communicate()[0].decode()[-3000:]}"
-    p.send_signal(signal.SIGKILL)
-    p.communicate()
+    kill_when(p, lambda: bool(done()), timeout=150)
     first = done()
     assert 1 <= len(first) < 4 and not (out / "summary.json").exists()
     stamps = {f: f.stat().st_mtime_ns for f in first}

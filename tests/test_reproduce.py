@@ -1,12 +1,12 @@
 """`avgzsl reproduce` on tiny synthetic data: tables in the paper's layout; a killed reproduce resumes."""
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from _procs import kill_when
 
 TINY = ["--set", "epochs=2", "--set", "n_batches=4", "--set", "bs=16", "--set", "eval_bs=512"]
 
@@ -24,12 +24,7 @@ def test_reproduce_table3_resumes_after_kill(tmp_path):
             "--synthetic-scale", "0.1", "--quiet", *TINY]
     p = cli(args, env)
     runs = lambda: sorted(out.glob("ucf/*/seed*/results.json"))  # noqa: E731
-    t = time.time()
-    while p.poll() is None and not runs() and time.time() - t < 300:
-        time.sleep(0.05)
-    assert p.poll() is None, f"finished before it could be killed: {p.communicate()[1].decode()[-1000:]}"
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    kill_when(p, lambda: bool(runs()), timeout=300)
     first = runs()
     assert 1 <= len(first) < 4
     stamps = {f: f.stat().st_mtime_ns for f in first}

@@ -1,13 +1,13 @@
 """A run killed with SIGKILL in stage 1 and again in stage 2 resumes to bit-identical results."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from _procs import kill_when
 
 SCRIPT = Path(__file__).parent / "_run_tiny.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -24,17 +24,6 @@ def rows(out: Path) -> list[dict]:
         return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
     except (OSError, ValueError):
         return []
-
-
-def kill_when(proc: subprocess.Popen, cond, timeout: float = 120) -> None:
-    t = time.time()
-    while proc.poll() is None and time.time() - t < timeout:
-        if cond():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        time.sleep(0.01)
-    pytest.fail(f"the run ended before it could be killed: {proc.communicate()[1].decode()[-500:]}")
 
 
 @pytest.mark.slow

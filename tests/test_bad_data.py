@@ -221,3 +221,13 @@ def test_model_dims_must_match_the_data(good_roots, tmp_path, capsys, monkeypatc
     assert main(["eval", str(run), "--data", str(other)]) == 2
     err = capsys.readouterr().err
     assert "dim" in err and "stage2_final.pt" in err and "Traceback" not in err
+
+
+# ---- Reliability II (issue 13): hostile files (data readers) -------------------------------------------
+# (data-file cases join CASES above)
+
+
+# ---- Reliability II (issue 13): run folders, resume, write errors, leftovers, file modes ---------------
+
+
+# ---- Reliability II (issue 13): settings and checkpoints -----------------------------------------------

@@ -6,6 +6,7 @@ Every command maps to one library call; an AvgzslError becomes one line on stder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -74,41 +75,83 @@ def default_run_dir(cfg, bench_name: str) -> Path:
 def cmd_train(args) -> int:
     from .config import load_config
     from .protocol import run_protocol
-    from .runlog import RunFolder
+    from .runlog import run_lock
     if args.resume:
         run_dir = Path(args.resume)
-        cfg_path = run_dir / "config.yaml"
-        if not cfg_path.exists():
+        if not (run_dir / "config.yaml").exists():
             raise AvgzslError(f"{run_dir}: no config.yaml; not a run folder")
-        if RunFolder(run_dir).load_state() is None and (run_dir / "results.json").exists():
-            print(f"{run_dir}: already finished")
-            return 0
-        cfg = load_config(cfg_path)
-        data = args.data or _stored_data_root(run_dir)
-    else:
-        if not args.data:
-            raise AvgzslError("train needs --data ROOT (a benchmark dataset root), or --resume RUN_DIR")
-        cfg = load_config(resolve_config(args.config), args.set)
-        data = args.data
-    bench = _load_bench(data, cfg, args.no_cache)
-    out = Path(args.resume or args.out or default_run_dir(cfg, bench.name))
-    log.info("run folder: %s", out)
-    results = run_protocol(cfg, bench, out, device=args.device, progress=not args.quiet, resume=bool(args.resume))
+        with run_lock(run_dir, create=False):  # held from the "finished?" check to the last write
+            return _resume(args, run_dir)
+    if not args.data:
+        raise AvgzslError("train needs --data ROOT (a benchmark dataset root), or --resume RUN_DIR")
+    cfg = load_config(resolve_config(args.config), args.set)
+    with contextlib.ExitStack() as stack:
+        if args.out:  # a folder in use is refused before the data are read, not after
+            stack.enter_context(run_lock(args.out, discard_on_error=True))
+        bench = _load_bench(args.data, cfg, args.no_cache)
+        out = Path(args.out or default_run_dir(cfg, bench.name))
+        log.info("run folder: %s", out)
+        results = run_protocol(cfg, bench, out, device=args.device, progress=not args.quiet)
     print_table([("val (stage 1)", results["val"]), ("test", results["test"])])
     print(f"run folder: {out}")
     return 0
 
 
+def _resume(args, run_dir: Path) -> int:
+    from .config import load_config, parse_set
+    from .errors import ConfigError
+    from .protocol import run_protocol
+    from .runlog import RunFolder
+    if RunFolder(run_dir).load_state() is None and (run_dir / "results.json").exists():
+        if (run_dir / "report.html").exists():
+            print(f"{run_dir}: already finished")
+            return 0
+        from .reports.report import write_report  # killed while writing its report: finish that
+        try:
+            path = write_report(run_dir)
+        except AvgzslError:
+            raise
+        except Exception as e:  # noqa: BLE001 - as at the end of a run: a plotting problem is a warning
+            log.warning("%s: could not write report.html (%s: %s)", run_dir, type(e).__name__, e)
+            print(f"{run_dir}: already finished")
+            return 0
+        print(f"{run_dir}: already finished; wrote the missing report {path}")
+        return 0
+    cfg_path = run_dir / "config.yaml"
+    sets = parse_set(args.set)
+    other = sorted(set(sets) - {"allow_data_change"})
+    if other:
+        raise ConfigError(f"--set {other[0]}: --resume continues {cfg_path} unchanged; only "
+                          "allow_data_change=true can be given with it")
+    cfg = load_config(cfg_path, sets)
+    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg, args.no_cache)
+    log.info("run folder: %s", run_dir)
+    results = run_protocol(cfg, bench, run_dir, device=args.device, progress=not args.quiet, resume=True)
+    print_table([("val (stage 1)", results["val"]), ("test", results["test"])])
+    print(f"run folder: {run_dir}")
+    return 0
+
+
 def _stored_data_root(run_dir: Path) -> str:
     import json
+    from .runlog import data_where
     env = run_dir / "env.json"
     try:
-        return json.loads(env.read_text())["data"]["root"]
-    except (OSError, KeyError, ValueError):
-        raise AvgzslError(f"{env}: no data root recorded; pass --data ROOT") from None
+        data = json.loads(env.read_text())["data"]
+        if data.get("root") or data.get("native_path"):
+            return data_where(data)  # a native folder's own path: its recorded root is where it came from
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        pass
+    raise AvgzslError(f"{env}: no data root recorded; pass --data ROOT")
 
 
 def cmd_eval(args) -> int:
+    from .runlog import run_lock
+    with run_lock(args.run_dir, create=False, required=False):  # not while another process rewrites it
+        return _eval(args)
+
+
+def _eval(args) -> int:
     from .checkpoint import read_checkpoint
     from .config import RunConfig
     from .protocol import evaluate_run
@@ -361,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"avgzsl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # last resort for a file error no layer below named (the write paths raise WriteError): the
+        # file and the system's reason on one line
+        if args.debug or not e.filename:
+            raise
+        why = e.strerror or str(e)
+        print(f"avgzsl: error: {e.filename}: {why[:1].lower() + why[1:]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("avgzsl: interrupted", file=sys.stderr)

@@ -19,3 +19,12 @@ class LeakageError(AvgzslError):
 
 class UnsafePickleError(DataError):
     """A pickle tried to import or call something outside the allow-list; nothing was executed."""
+
+
+class WriteError(AvgzslError, OSError):
+    """A file or folder could not be written (read-only, no permission, disk full); names the path and why.
+    Also an OSError, so that code which already handled a failed write (e.g. the optional cache) still does."""
+
+
+class RunFolderBusyError(AvgzslError):
+    """Another live process holds the run folder's lock; names that process."""

@@ -34,8 +34,8 @@ from .data.types import Benchmark, Split
 from .errors import AvgzslError, DataError, LeakageError
 from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model
-from .runlog import RunFolder
-from .train import SplitTensors, evaluate, nearest_classes, train_one_epoch
+from .runlog import RunFolder, run_lock
+from .train import NonFiniteLoss, SplitTensors, evaluate, nearest_classes, train_one_epoch
 
 log = logging.getLogger("avgzsl.protocol")
 
@@ -128,6 +128,17 @@ def _set_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], torch.device(device))
 
 
+def _diverged(e: NonFiniteLoss, lr: float, run, stage: int, epoch: int) -> AvgzslError:
+    """The detector's line plus what is on disk: the state of the last good epoch, never the bad one."""
+    msg = f"{e}, at lr={lr:g}; nothing of this epoch was saved"
+    if run is not None and stage == 1 and epoch == 0:
+        msg += "; no epoch had finished, so there is nothing to resume"
+    elif run is not None:
+        last = f"stage {stage} epoch {epoch}" if epoch else "the end of stage 1"
+        msg += f"; the run stays resumable from {last} with --resume {run.path}"
+    return AvgzslError(msg)
+
+
 def _curve(res: GZSLResult) -> dict:
     return {"beta": res.betas.tolist(), "seen": res.seen.tolist(), "unseen": res.unseen.tolist(),
             "hm": res.hm.tolist()}
@@ -136,6 +147,19 @@ def _curve(res: GZSLResult) -> dict:
 def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
                  device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
                  on_epoch=None) -> dict:
+    """Stage 1 -> stage 2 -> test (see `_run_protocol`), holding out_dir's lock throughout: a second
+    process on the same run folder fails at once, and a start that fails before its first saved epoch
+    removes the folder it made (runlog.run_lock)."""
+    args = (cfg, bench, out_dir, device, progress, resume, stages, on_epoch)
+    if out_dir is None:
+        return _run_protocol(*args)
+    with run_lock(out_dir, discard_on_error=True):
+        return _run_protocol(*args)
+
+
+def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
+                  device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
+                  on_epoch=None) -> dict:
     """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json).
 
     stages=1 stops after stage 1 and returns {"val", "best_epoch", "epochs": [val summary per epoch]}
@@ -196,8 +220,11 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
         for epoch in bar:
             lr = _lr(opt)
             te = time.perf_counter()
-            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                    desc=f"stage 1 epoch {epoch + 1}")
+            try:
+                terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
+                                        desc=f"stage 1 epoch {epoch + 1}")
+            except NonFiniteLoss as e:
+                raise _diverged(e, lr, run, 1, epoch) from None
             train_s = time.perf_counter() - te
             res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
             summ = res.summary()
@@ -251,8 +278,11 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
             _set_lr(opt, st1["lrs"][epoch])
         lr = _lr(opt)
         te = time.perf_counter()
-        terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                desc=f"stage 2 epoch {epoch + 1}")
+        try:
+            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
+                                    desc=f"stage 2 epoch {epoch + 1}")
+        except NonFiniteLoss as e:
+            raise _diverged(e, lr, run, 2, epoch) from None
         row = {"stage": 2, "epoch": epoch, "lr": lr, "loss": terms, "train_s": round(time.perf_counter() - te, 3)}
         if cfg.stage2_lr == "reference":
             res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
@@ -322,6 +352,8 @@ def evaluate_run(run_dir: str | Path, bench: Benchmark, device: str = "cpu") -> 
     from .checkpoint import load_model
     path = Path(run_dir) / "checkpoints" / "stage2_final.pt"
     model, ckpt = load_model(path, device)
+    if ckpt.get("beta") is None:  # read_checkpoint allows none (stage-1 files); a final model needs its beta
+        raise AvgzslError(f"{path}: the checkpoint stores no beta; is it the final model of a finished run?")
     check_dims(ckpt["dims"], bench, path)
     cfg = RunConfig.from_dict(ckpt["run_config"], where=str(path))
     s = bench.splits

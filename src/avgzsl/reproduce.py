@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,14 +91,23 @@ def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: 
 
 def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False) -> dict:
     """One protocol run (resuming or restarting as its folder says). Pure: safe to call from a worker."""
+    from .runlog import run_lock
+    # the folder's lock from the "done?" check on: another reproduce (or train) on the same run folder
+    # fails at once instead of both writing it, and the folder is never emptied under a live writer
+    with run_lock(exp.out, discard_on_error=True):
+        return _run_locked(exp, device, progress)
+
+
+def _run_locked(exp: Experiment, device: str, progress: bool) -> dict:
     from .config import load_config, resolve_config
     from .data import load_benchmark
     from .protocol import run_protocol
+    from .runlog import clear_run_folder
     if exp.done:
         return json.loads((exp.out / "results.json").read_text())
     resume = (exp.out / "state.pt").exists()
-    if exp.out.exists() and not resume:
-        shutil.rmtree(exp.out)  # killed before its first epoch ended: nothing to keep
+    if not resume:
+        clear_run_folder(exp.out)  # killed before its first epoch ended: nothing to keep
     cfg = load_config(resolve_config(exp.preset), exp.sets())
     cfg.name = f"{exp.variant.key}-{exp.dataset}-seed{exp.seed}"
     bench = load_benchmark(exp.data_root, split=cfg.split, feature_dir=cfg.feature_dir,
@@ -192,23 +200,27 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
         print("\n".join(lines))
         print(f"{len(exps)} runs, {sum(not e.done for e in exps)} to do, about {total / 60:.0f} min on this machine")
         return {"runs": len(exps), "estimated_s": total}
-    todo = [e for e in exps if not e.done]
-    log.info("%d runs planned, %d already done", len(exps), len(exps) - len(todo))
-    t0 = time.perf_counter()
-    failures = []
-    if runner is not None:
-        failures = runner(todo, device)
-    else:
-        for i, e in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}", flush=True)
-            try:
-                run_experiment(e, device, progress)
-            except AvgzslError:
-                raise
-            except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
-                log.error("%s failed: %s", e.out, err)
-                failures.append((e, repr(err)))
-    paths = write_tables(exps, tables, out, synthetic=synthetic)
+    from .runlog import run_lock
+    # the output root's lock: a second reproduce into the same OUT stops at once (each run folder is
+    # locked as well, by run_experiment); its own temporaries only, the run folders clean themselves
+    with run_lock(out, clean_tree=False):
+        todo = [e for e in exps if not e.done]
+        log.info("%d runs planned, %d already done", len(exps), len(exps) - len(todo))
+        t0 = time.perf_counter()
+        failures = []
+        if runner is not None:
+            failures = runner(todo, device)
+        else:
+            for i, e in enumerate(todo, 1):
+                print(f"[{i}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}", flush=True)
+                try:
+                    run_experiment(e, device, progress)
+                except AvgzslError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
+                    log.error("%s failed: %s", e.out, err)
+                    failures.append((e, repr(err)))
+        paths = write_tables(exps, tables, out, synthetic=synthetic)
     print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f}s; tables: {paths[0]} and {paths[1]}")
     if failures:
         raise AvgzslError(f"{len(failures)} run(s) failed, first: {failures[0][0].out}: {failures[0][1]}")

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -314,15 +313,17 @@ def _full_run(cfg_dict: dict, root: str, out: str, device: str, cpus: float, env
     """The best config through the full protocol (in a Ray task): resumes or skips as its folder says."""
     from .executors import prepare_worker
     from .protocol import run_protocol
+    from .runlog import clear_run_folder, run_lock
     prepare_worker(cpus, env)
     out_p = Path(out)
-    if (out_p / "results.json").exists():
-        return json.loads((out_p / "results.json").read_text())
-    resume = (out_p / "state.pt").exists()
-    if out_p.exists() and not resume:
-        shutil.rmtree(out_p)
-    cfg = RunConfig.from_dict(cfg_dict)
-    return run_protocol(cfg, _load(Path(root), cfg), out_p, device=device, resume=resume)
+    with run_lock(out_p, discard_on_error=True):  # never empty the folder under another live writer
+        if (out_p / "results.json").exists():
+            return json.loads((out_p / "results.json").read_text())
+        resume = (out_p / "state.pt").exists()
+        if not resume:
+            clear_run_folder(out_p)
+        cfg = RunConfig.from_dict(cfg_dict)
+        return run_protocol(cfg, _load(Path(root), cfg), out_p, device=device, resume=resume)
 
 
 # ---- the sweep -----------------------------------------------------------------------------------
@@ -343,11 +344,18 @@ def _searcher(spec: SweepSpec):
 
 def run_sweep(spec: SweepSpec, out: str | Path, ray_address: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) a sweep; returns the summary also written to OUT/summary.json."""
-    from .executors import forwarded_env, init_ray, one_line, require_tune, worker_device
+    from .executors import require_tune
     tune = require_tune()
     import ray
+    from .runlog import run_lock
     out = Path(out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    # one sweep per folder at a time: a second one into the same --out stops at once, naming the first
+    with run_lock(out, clean_tree=False):
+        return _run_sweep(spec, out, ray_address, progress, tune, ray)
+
+
+def _run_sweep(spec: SweepSpec, out: Path, ray_address: str | None, progress: bool, tune, ray) -> dict:
+    from .executors import forwarded_env, init_ray, one_line, worker_device
     spec_path = out / "sweep.json"
     ident = json.loads(json.dumps({k: v for k, v in spec.to_dict().items() if k in IDENTITY}))
     if spec_path.exists():

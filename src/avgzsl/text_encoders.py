@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,9 @@ def read_names(path: str | Path) -> list[str]:
         raise AvgzslError(f"{path}: cannot read the class-name list ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise AvgzslError(f"{path}: not a UTF-8 text file of class names") from None
-    names = [ln.strip() for ln in text.splitlines()]
+    # Only a newline ends a line (str.splitlines() also splits at U+2028 and form feeds); one Unicode
+    # spelling per name, as the benchmark reader normalises them.
+    names = [unicodedata.normalize("NFC", ln.strip()) for ln in text.split("\n")]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise AvgzslError(f"{path}: no class names (one name per line)")
@@ -556,15 +559,17 @@ class ClassEmbeddings:
         if not meta_path.is_file():
             raise AvgzslError(f"{meta_path}: missing; an embeddings .npy needs its .json beside it (names, encoder, "
                               f"dim), as `avgzsl embed-classes` writes")
+        from .data.safe_pickle import load_npy_safely  # checks the declared size against the file first
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            vectors = np.load(npy, allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise AvgzslError(f"{path}: unreadable embeddings file ({e})") from None
+            raise AvgzslError(f"{meta_path}: unreadable embeddings file ({e})") from None
+        vectors = load_npy_safely(npy, allow_pickle=False)
         if not isinstance(meta, dict) or meta.get("format") != EMBEDDINGS_FORMAT:
             raise AvgzslError(f"{meta_path}: not an {EMBEDDINGS_FORMAT} file")
         try:
-            emb = cls(list(meta["names"]), vectors, str(meta["encoder"]), str(meta["space"]), dict(meta.get("info") or {}))
+            names = [unicodedata.normalize("NFC", str(n)) for n in meta["names"]]
+            emb = cls(names, vectors, str(meta["encoder"]), str(meta["space"]), dict(meta.get("info") or {}))
         except KeyError as e:
             raise AvgzslError(f"{meta_path}: incomplete (missing {e})") from None
         if int(meta.get("dim", emb.dim)) != emb.dim:

@@ -5,6 +5,7 @@ cost of an epoch is the model's arithmetic, not Python data handling.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.types import Split
+from .errors import AvgzslError
 from .metrics import GZSLResult, Nearest, gzsl_metrics
 from .models.base import Batch, GZSLModel
+
+
+class NonFiniteLoss(AvgzslError):
+    """Training diverged: a loss term or a weight became NaN/inf during an epoch. Raised before the
+    epoch's model can be evaluated or saved, so the run's last state is the last good epoch."""
 
 
 @dataclass
@@ -54,7 +61,8 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
     sums: dict[str, torch.Tensor] = {}
     device = data.labels.device
     batches = batches.to(device)
-    for idx in tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5):
+    names, steps = None, None
+    for i, idx in enumerate(tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5)):
         batch = data.take(idx)
         target = local_index[data.labels[idx]]  # (B,) rows of class_text
         loss, terms = model.loss(batch, class_text, target)
@@ -63,8 +71,45 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
         optimizer.step()
         for k, v in terms.items():  # summed on the device: no host sync per step
             sums[k] = sums[k] + v if k in sums else v.clone()
+        if steps is None:
+            names = [*terms, "_loss"]
+            steps, zero = torch.empty(len(batches), len(names), device=device), torch.zeros((), device=device)
+        # every step's terms, kept on the device (two small kernels, no sync) for the check below
+        row = [terms.get(k, zero).float() for k in names[:-1]] + [loss.detach().float()]
+        steps[i] = torch.stack(row).reshape(-1)
+    check_finite(model, steps, names, desc)
     n = len(batches)
     return {k: float(v) / n for k, v in sums.items()}
+
+
+def check_finite(model: GZSLModel, steps: torch.Tensor | None, names: list[str] | None, desc: str) -> None:
+    """Raise NonFiniteLoss if a loss term of any step, or any weight, is NaN/inf.
+
+    Checked once per epoch, after its last step and before the protocol evaluates or saves anything:
+    one host sync per epoch instead of one per step. `steps` (n_steps, n_terms) holds every step's
+    terms, so the message names the term that went bad first and its step (the epoch sums cannot:
+    one NaN step makes the weights NaN and every later term NaN). The weights (and BatchNorm
+    statistics) are checked too: a bad update on the epoch's last step leaves NaN weights behind
+    losses that were all finite.
+    """
+    weights = [(k, w) for k, w in model.state_dict().items() if w.dtype.is_floating_point]
+    flags = [torch.isfinite(w).all() for _, w in weights]
+    if steps is not None:
+        flags.append(torch.isfinite(steps).all())
+    if not flags or bool(torch.stack(flags).all()):
+        return
+    if steps is not None and not bool(torch.isfinite(steps).all()):
+        rows = steps.cpu()
+        ok = torch.isfinite(rows)
+        step = int((~ok.all(dim=1)).nonzero()[0, 0])
+        bad = [j for j in range(len(names)) if not ok[step, j]]
+        own = [j for j in bad if names[j] not in ("total", "_loss")]  # a model's term before the sums it feeds
+        j = (own or bad)[0]
+        what = f"loss term {names[j]!r}" if own else "the loss"
+        kind = "nan" if math.isnan(float(rows[step, j])) else "inf"
+        raise NonFiniteLoss(f"{desc}: {what} is {kind} (first at step {step + 1} of {len(rows)})")
+    name = next(k for k, w in weights if not bool(torch.isfinite(w).all()))
+    raise NonFiniteLoss(f"{desc}: the weights became NaN/inf (first: {name!r}) although every loss term was finite")
 
 
 @torch.inference_mode()

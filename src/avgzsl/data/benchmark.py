@@ -21,10 +21,12 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +34,15 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .native import FORMAT_VERSION, is_native, load_native, pad_steps, write_native
-from .safe_pickle import load_npy_safely, load_pickle_safely
+from .safe_pickle import (MAX_READ_BYTES_ENV, MAX_READ_RATIO_ENV, format_bytes, load_npy_safely,
+                          load_pickle_safely, read_limit)
 from .types import STAGE_FOLDERS, Benchmark, Split
 
 log = logging.getLogger("avgzsl.data")
 
 # Bump when the reader's output for the same files changes: it is part of the cache key.
-READER_VERSION = 1
+# 2: class names NFC-normalised, hidden feature files of listed classes read.
+READER_VERSION = 2
 DATASETS = ("ucf", "activitynet", "vggsound")
 TEXT_ALIGNMENTS = ("by_name", "reference_order")
 FEATURE_EXTS = (".pkl", ".h5", ".hdf5")
@@ -164,12 +168,15 @@ def _discover(root: Path, split: str, feature_dir: str | None) -> _Source:
             found: dict[str, Path] = {}
             with os.scandir(folder) as it:
                 for entry in it:
-                    if entry.name.startswith(".") or not entry.is_file():
+                    # Hidden files are kept: '.hidden.pkl' and '...pkl' hold the classes '.hidden' and
+                    # '..'. Those of unlisted names (macOS '._X.pkl' companions) are dropped once the
+                    # class lists are read.
+                    if not entry.is_file():
                         continue
                     ext = next((e for e in FEATURE_EXTS if entry.name.lower().endswith(e)), None)
                     if ext is None:
                         continue
-                    cls = entry.name[: -len(ext)]
+                    cls = _nfc(entry.name[: -len(ext)])
                     path = folder / entry.name
                     if cls.lower() in found:
                         raise DataError(f"{path}: second feature file for class '{cls}' "
@@ -193,14 +200,21 @@ def _cache_key(src: _Source, text_alignment: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # class lists and class-name tables
 
+def _nfc(name: str) -> str:
+    """One spelling per class name: macOS file names are NFD, most text files NFC."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
-    return [s for s in (line.strip() for line in text.splitlines()) if s]
+    # Only a newline ends a line: str.splitlines() also splits at U+2028, form feeds and other
+    # characters that a class name (and its file name) may hold.
+    return [s for s in (_nfc(line.strip()) for line in text.split("\n")) if s]
 
 
 def _read_all_class(path: Path) -> tuple[list[str], dict[str, int]]:
@@ -243,7 +257,7 @@ def _read_table(path: Path, need: tuple[str, ...]) -> dict[str, dict[str, str]]:
                                 f"(has: {', '.join(cols) or 'none'})")
             rows: dict[str, dict[str, str]] = {}
             for row in reader:
-                row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+                row = {(k or "").strip(): _nfc((v or "").strip()) for k, v in row.items() if isinstance(v, str)}
                 orig = row.get("original", "")
                 if not orig:
                     continue
@@ -300,6 +314,11 @@ def _video_names(path: Path, names) -> list[str]:
     return out
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def _describe_dims(path, names, arrays, want_ndim) -> DataError:
     """The precise error once a fast stack/concatenate failed: which video breaks the pattern."""
     first = arrays[0]
@@ -332,7 +351,11 @@ def _parse_features(path: Path, features, names, fps) -> tuple[list[str], _Mod |
             lengths = np.full(n, features.shape[1], dtype=np.int64)
             data = features.reshape(-1, features.shape[2])
     elif isinstance(features, (list, tuple, np.ndarray)):
-        arrays = [np.asarray(x) for x in features]
+        try:
+            arrays = [np.asarray(x) for x in features]
+        except Exception as e:  # noqa: BLE001 - ragged lists, bytes mixed with text...: numpy's errors vary
+            raise DataError(f"{path}: features are not a list of numeric arrays "
+                            f"({type(e).__name__}: {_first_line(e)})") from None
         if len(arrays) != n:
             raise DataError(f"{path}: {len(arrays)} feature rows but {n} video names")
         if n == 0:
@@ -349,7 +372,7 @@ def _parse_features(path: Path, features, names, fps) -> tuple[list[str], _Mod |
                     raise ValueError
                 lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=n)
                 data = np.concatenate(arrays)
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: dtypes that do not promote (text and numbers)
             raise _describe_dims(path, names, arrays, ndim) from None
         if lengths is not None and (lengths == 0).any():
             bad = names[int(np.argmax(lengths == 0))]
@@ -358,25 +381,36 @@ def _parse_features(path: Path, features, names, fps) -> tuple[list[str], _Mod |
         raise DataError(f"{path}: 'features' is a {type(features).__name__}; expected an array or a list of arrays")
     if data.dtype.kind not in "fiu":
         raise DataError(f"{path}: features are not numeric (dtype {data.dtype})")
-    data = data.astype(np.float32, copy=False)  # float16 (ClipClap's CLIP/CLAP release) -> float32
-    # A NaN/inf makes the sum non-finite; only then pay for the element-wise mask (a finite sum
-    # that overflows also lands here and is then found clean).
-    finite = np.isfinite(data) if not np.isfinite(data.sum(dtype=np.float64)) else None
+    source = data
+    # float16 (ClipClap's CLIP/CLAP release) -> float32. A float64 value beyond float32's range turns
+    # into inf; that is reported below by name instead of numpy's overflow warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        data = data.astype(np.float32, copy=False)
+        # A NaN/inf makes the sum non-finite; only then pay for the element-wise mask (a finite sum
+        # that overflows also lands here and is then found clean).
+        finite = np.isfinite(data) if not np.isfinite(data.sum(dtype=np.float64)) else None
     if finite is not None and not finite.all():
-        bad_rows = ~finite.all(axis=1)
         video_of = np.arange(n) if lengths is None else np.repeat(np.arange(n), lengths)
-        bad_videos = np.unique(video_of[bad_rows])
-        shown = ", ".join(f"'{names[i]}'" for i in bad_videos[:3]) + (", ..." if len(bad_videos) > 3 else "")
-        raise DataError(f"{path}: {int(finite.size - finite.sum())} NaN/inf values in "
-                        f"{len(bad_videos)} video(s) ({shown})")
+
+        def videos(bad):
+            ids = np.unique(video_of[bad.any(axis=1)])
+            return f"{len(ids)} video(s) (" + ", ".join(f"'{names[i]}'" for i in ids[:3]) + \
+                (", ..." if len(ids) > 3 else "") + ")"
+        if source.dtype.itemsize > 4 and source.dtype.kind == "f":
+            over = ~finite & np.isfinite(source)
+            if over.any():
+                example = float(source[over].flat[0])
+                raise DataError(f"{path}: {int(over.sum())} value(s) out of float32 range (e.g. {example:.3g}) "
+                                f"in {videos(over)}")
+        raise DataError(f"{path}: {int(finite.size - finite.sum())} NaN/inf values in {videos(~finite)}")
     if lengths is None:
         return names, _Mod(data)
     if fps is None:
         raise DataError(f"{path}: temporal features but no 'fps' (needed for step times)")
     try:
         fps_arr = np.asarray(fps, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: 'fps' is not numeric ({e})") from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DataError(f"{path}: 'fps' is not numeric ({_first_line(e)})") from e
     if fps_arr.ndim == 0:
         fps_arr = np.full(n, float(fps_arr))
     if fps_arr.shape != (n,):
@@ -396,17 +430,70 @@ def _read_pkl(path: Path):
     return _parse_features(path, obj["features"], obj["video_names"], obj.get("fps"))
 
 
+def _h5_dataset(f, path: Path, name: str, file_size: int):
+    """The dataset `name` of an open feature file, or None if there is none. Links are followed by hand,
+    so that data in other files (external links, virtual datasets, external raw storage) is refused
+    before HDF5 opens anything: it would be read from outside the dataset root, and the cache key
+    covers only the root's files. Sizes are checked before anything is read."""
+    import h5py
+
+    node, parts, walked, hops = f, [p for p in name.split("/") if p], [], 0
+    while parts:
+        part = parts.pop(0)
+        link = node.get(part, getlink=True) if isinstance(node, h5py.Group) else None
+        if link is None:
+            return None
+        here = "/" + "/".join(walked + [part])
+        if isinstance(link, h5py.ExternalLink):
+            how = "is an external link to" if hops == 0 and here == "/" + name.strip("/") else \
+                f"leads through the external link {here} to"
+            raise DataError(f"{path}: '{name}' {how} {link.filename}:{link.path}; data in other files is refused")
+        if isinstance(link, h5py.SoftLink):
+            hops += 1
+            if hops > 16:
+                raise DataError(f"{path}: '{name}' is a loop of soft links")
+            if link.path.startswith("/"):
+                node, walked = f, []
+            parts = [p for p in link.path.split("/") if p] + parts
+            continue
+        if not isinstance(link, h5py.HardLink):
+            raise DataError(f"{path}: '{name}' is a {type(link).__name__}; only datasets in the file are read")
+        node = node[part]
+        walked.append(part)
+    if isinstance(node, h5py.Group):
+        raise DataError(f"{path}: '{name}' is a group, not a dataset")
+    if not isinstance(node, h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is a {type(node).__name__}, not a dataset")
+    if node.is_virtual:
+        sources = sorted({str(s.file_name) for s in node.virtual_sources()})
+        raise DataError(f"{path}: '{name}' is a virtual dataset reading {', '.join(sources)}; "
+                        f"data in other files is refused")
+    if node.external:
+        files = sorted({os.fsdecode(e[0]) for e in node.external})
+        raise DataError(f"{path}: '{name}' keeps its values in external file(s) {', '.join(files)}; "
+                        f"data in other files is refused")
+    declared = (0 if node.shape is None else math.prod(node.shape)) * node.dtype.itemsize  # None: no dataspace
+    limit = read_limit(file_size)
+    if declared > limit:
+        raise DataError(f"{path}: '{name}' declares {declared} bytes (shape {node.shape}, {node.dtype}) but the "
+                        f"file holds {file_size} (read limit {format_bytes(limit)}: {MAX_READ_BYTES_ENV}, "
+                        f"{MAX_READ_RATIO_ENV})")
+    return node
+
+
 def _read_h5(path: Path):
     import h5py  # imported lazily: only h5 datasets need it
 
     try:
         with h5py.File(path, "r") as f:
-            missing = [k for k in ("data", "video_urls") if k not in f]
+            size = path.stat().st_size
+            entries = {k: _h5_dataset(f, path, k, size) for k in ("data", "video_urls", "fps")}
+            missing = [k for k in ("data", "video_urls") if entries[k] is None]
             if missing:
                 raise DataError(f"{path}: missing dataset(s) {', '.join(missing)} (has: {', '.join(f.keys())})")
-            data = f["data"][()]
-            urls = f["video_urls"][()]
-            fps = f["fps"][()] if "fps" in f else f.attrs.get("fps")
+            data = entries["data"][()]
+            urls = entries["video_urls"][()]
+            fps = entries["fps"][()] if entries["fps"] is not None else f.attrs.get("fps")
     except DataError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
@@ -448,23 +535,34 @@ def _load_text_dict(path: Path) -> tuple[dict[str, np.ndarray], int]:
     if not obj:
         raise DataError(f"{path}: empty text-embedding dict")
     out: dict[str, np.ndarray] = {}
+    spelled: dict[str, str] = {}  # NFC key -> the key as the file spells it
     dim = None
     for key, value in obj.items():
         if isinstance(key, bytes):
             key = key.decode("utf-8", "replace")
         if not isinstance(key, str):
             raise DataError(f"{path}: key {key!r} is not a class name string")
+        name = _nfc(str(key))
+        if name in spelled:
+            raise DataError(f"{path}: keys {spelled[name]!r} and {key!r} are one class name in two Unicode "
+                            f"spellings (NFC/NFD)")
+        spelled[name] = key
         try:
-            vec = np.asarray(value, dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError) as e:
+            with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are reported below
+                vec = np.asarray(value, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as e:
             raise DataError(f"{path}: embedding of '{key}' is not numeric ({e})") from e
         if dim is None:
             dim = vec.shape[0]
         elif vec.shape[0] != dim:
             raise DataError(f"{path}: embedding of '{key}' has {vec.shape[0]} dims, others have {dim}")
         if not np.isfinite(vec).all():
+            with np.errstate(over="ignore", invalid="ignore"):
+                over = ~np.isfinite(vec) & np.isfinite(np.asarray(value, dtype=np.float64).reshape(-1))
+            if over.any():
+                raise DataError(f"{path}: {int(over.sum())} value(s) out of float32 range in the embedding of '{key}'")
             raise DataError(f"{path}: {int((~np.isfinite(vec)).sum())} NaN/inf values in the embedding of '{key}'")
-        out[str(key)] = vec
+        out[name] = vec
     return out, int(dim)
 
 
@@ -610,6 +708,8 @@ def _read_source(src: _Source, text_alignment: str, progress: bool) -> Benchmark
         for mod in MODALITIES:
             for low, path in sorted(src.files[(mod, stage)].items()):
                 if low not in index:
+                    if path.name.startswith("."):
+                        continue  # a hidden file of no listed class (e.g. macOS '._X.pkl')
                     raise DataError(f"{path}: class '{path.stem}' is in no class list ({src.all_class})")
                 if index[low] not in listed:
                     skipped.append(src.rel(path))
@@ -619,8 +719,11 @@ def _read_source(src: _Source, text_alignment: str, progress: bool) -> Benchmark
             for mod in MODALITIES:
                 path = src.files[(mod, stage)].get(class_names[c].lower())
                 if path is None:
+                    bad = next((why for ch, why in (("/", "'/'"), ("\0", "a NUL character"))
+                                if ch in class_names[c]), None)
+                    hint = f"; the name cannot be a file name (it holds {bad})" if bad else ""
                     raise DataError(f"{src.feat_root / mod / stage}: no {mod} feature file for class "
-                                    f"'{class_names[c]}' (listed in {src.split_files[stage]})")
+                                    f"'{class_names[c]}' (listed in {src.split_files[stage]}){hint}")
                 pair.append(path)
             plan[stage].append((c, pair[0], pair[1]))
     if skipped:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..io import write_errors
 from .types import STAGE_FOLDERS, Benchmark, Split
 
 log = logging.getLogger("avgzsl.data")
@@ -149,7 +150,8 @@ def write_native(bench: Benchmark, out: str | Path, *, overwrite: bool = False) 
     while we write, the final rename fails (OSError) and our temporary folder is removed.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         if not out.is_dir():
             raise DataError(f"{out}: exists and is not a folder")
@@ -158,19 +160,20 @@ def write_native(bench: Benchmark, out: str | Path, *, overwrite: bool = False) 
                 else "a non-empty folder that is not a native benchmark; refusing to touch it"
             raise DataError(f"{out}: already exists and is {what}")
     tmp = _tmp_sibling(out, "tmp")
-    tmp.mkdir()
-    try:
-        _write_contents(bench, tmp)
-        if out.exists() and any(out.iterdir()):
-            old = _tmp_sibling(out, "old")
-            os.replace(out, old)  # both renames are atomic; a reader sees the old or the new folder
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)  # replaces an empty folder; fails if someone filled it meanwhile
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with write_errors(out):  # read-only, no permission, disk full: one line naming `out`
+        tmp.mkdir()
+        try:
+            _write_contents(bench, tmp)
+            if out.exists() and any(out.iterdir()):
+                old = _tmp_sibling(out, "old")
+                os.replace(out, old)  # both renames are atomic; a reader sees the old or the new folder
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)  # replaces an empty folder; fails if someone filled it meanwhile
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
 
 
@@ -180,7 +183,10 @@ def write_native(bench: Benchmark, out: str | Path, *, overwrite: bool = False) 
 def _load_array(folder: Path, rel: str, *, copy: bool, shape=None, dtype=None) -> np.ndarray:
     path = folder / rel
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        # a header declaring a huge shape fails below as "too big"; numpy's own size product would
+        # first print an overflow warning
+        with np.errstate(over="ignore"):
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError as e:
         raise DataError(f"{path}: missing array of native folder {folder}") from e
     except (ValueError, OSError, EOFError) as e:

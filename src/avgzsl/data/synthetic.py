@@ -44,6 +44,7 @@ import io
 import json
 import os
 import pickle
+import secrets
 import shutil
 import tempfile
 import zlib
@@ -54,6 +55,7 @@ import numpy as np
 
 from avgzsl.data.types import STAGE_FOLDERS
 from avgzsl.errors import DataError
+from avgzsl.io import write_errors
 
 STAGES = STAGE_FOLDERS  # the six stage folders, in the layout's order
 
@@ -437,21 +439,32 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
         raise DataError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     fs = FEATURE_DIMS[feature_set]
     plan = class_plan(spec.ds, scale)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    try:
-        params = _latent_params(int(seed), len(plan["names"]), fs)
-        _write_class_split(tmp, plan, params)
-        feat = tmp / "features" / method_folder(feature_set, temporal)
-        _write_text(feat, plan, params, feature_set)
-        n = _write_features(feat, plan, params, int(seed), temporal, fs["dtype"], progress)
-        manifest = dict(generator="avgzsl.data.synthetic", like=spec.name, scale=scale, seed=int(seed),
-                        temporal=temporal, feature_set=feature_set, videos_written=n,
-                        classes_listed=len(plan["names"]), classes_used=len(plan["counts"]))
-        (tmp / "synthetic.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with write_errors(out):  # read-only, no permission, disk full: one line naming `out`
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_tmp_dir(out)
+        try:
+            params = _latent_params(int(seed), len(plan["names"]), fs)
+            _write_class_split(tmp, plan, params)
+            feat = tmp / "features" / method_folder(feature_set, temporal)
+            _write_text(feat, plan, params, feature_set)
+            n = _write_features(feat, plan, params, int(seed), temporal, fs["dtype"], progress)
+            manifest = dict(generator="avgzsl.data.synthetic", like=spec.name, scale=scale, seed=int(seed),
+                            temporal=temporal, feature_set=feature_set, videos_written=n,
+                            classes_listed=len(plan["names"]), classes_used=len(plan["counts"]))
+            (tmp / "synthetic.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            _install(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
+
+
+def _new_tmp_dir(out: Path) -> Path:
+    """`<out>.tmp-<random>` beside `out`, made with the umask's mode like any folder (mkdtemp's is 0700)."""
+    while True:
+        tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue

@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from dataclasses import asdict, is_dataclass
 
-from ..config import dataclass_from_dict
+from ..config import check_settings, dataclass_from_dict
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from .base import Batch, GZSLModel
@@ -46,16 +46,19 @@ def get_model_class(name: str) -> type[GZSLModel]:
     return _REGISTRY[name]
 
 
-def model_config(name: str, overrides: dict | None = None):
-    """The model's Config dataclass with `overrides` applied (unknown keys are errors)."""
+def model_config(name: str, overrides: dict | None = None, where: str = "config"):
+    """The model's Config dataclass with `overrides` applied (unknown keys, wrong types and numbers
+    outside their declared ranges are errors naming `where` and the key as `name.key`)."""
     cls = get_model_class(name)
-    return dataclass_from_dict(cls.Config, overrides or {}, where=f"{name} model config")
+    return dataclass_from_dict(cls.Config, overrides or {}, where=where, prefix=f"{name}.")
 
 
 def build_model(name: str, cfg=None, dims: FeatureDims | dict | None = None) -> GZSLModel:
     cls = get_model_class(name)
     if cfg is None or isinstance(cfg, dict):
         cfg = model_config(name, cfg)
+    elif is_dataclass(cfg):  # built in Python: its numbers have not been checked yet
+        check_settings(type(cfg), {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, prefix=f"{name}.")
     if isinstance(dims, dict):
         dims = FeatureDims(**dims)
     return cls(cfg, dims)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import DEPTH, FRACTION, PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
@@ -106,30 +107,29 @@ def set_output_bn_momentum(net: nn.Sequential, momentum: float) -> None:
 
 @dataclass
 class AVCAConfig:
-    d_model: int = 300  # width of φa, φv and the attention tokens (reference: 300)
-    enc_hidden: int = 512  # A_enc/V_enc hidden width (reference --embeddings_hidden_size 512)
-    dec_hidden: int = 512  # A_proj/V_proj hidden width (reference --decoder_hidden_size 512)
-    dim_out: int = 64  # E: the space of θa, θv, θw and of the L2 evaluation (reference: 64)
-    dropout_encoder: float = 0.2  # A_enc, V_enc and the attention block (reference --embedding_dropout)
-    dropout_proj: float = 0.3  # A_proj, V_proj (reference --decoder_dropout; UCF 0.3)
-    dropout_decoder: float = 0.5  # W_proj, D, A_rec, V_rec (reference --additional_dropout; UCF 0.5)
-    depth: int = 1  # attention blocks (reference --depth_transformer 1)
-    heads: int = 3  # reference: 3 heads of 100
-    dim_head: int = 100
-    mlp_dim: int = 64  # block feed-forward width (reference: 64)
-    bn_momentum: float = 0.1  # output BN of the two-layer blocks (reference --momentum; UCF main 0.1)
-    margin: float = 1.0  # triplet margin (reference: nn.TripletMarginLoss(margin=1.0))
+    d_model: int = setting(300, WIDTH)  # width of φa, φv and the attention tokens (reference: 300)
+    enc_hidden: int = setting(512, WIDTH0)  # A_enc/V_enc hidden width (reference --embeddings_hidden_size 512)
+    dec_hidden: int = setting(512, WIDTH0)  # A_proj/V_proj hidden width (reference --decoder_hidden_size 512)
+    dim_out: int = setting(64, WIDTH)  # E: the space of θa, θv, θw and of the L2 evaluation (reference: 64)
+    dropout_encoder: float = setting(0.2, PROB)  # A_enc, V_enc and the attention block (reference --embedding_dropout)
+    dropout_proj: float = setting(0.3, PROB)  # A_proj, V_proj (reference --decoder_dropout; UCF 0.3)
+    dropout_decoder: float = setting(0.5, PROB)  # W_proj, D, A_rec, V_rec (reference --additional_dropout; UCF 0.5)
+    depth: int = setting(1, DEPTH)  # attention blocks (reference --depth_transformer 1)
+    heads: int = setting(3, WIDTH)  # reference: 3 heads of 100
+    dim_head: int = setting(100, WIDTH)
+    mlp_dim: int = setting(64, WIDTH)  # block feed-forward width (reference: 64)
+    bn_momentum: float = setting(0.1, FRACTION)  # output BN of the two-layer blocks (reference --momentum;
+    #                                              UCF main 0.1)
+    margin: float = setting(1.0, WEIGHT)  # triplet margin (reference: nn.TripletMarginLoss(margin=1.0))
     additional_triplets: bool = True  # l_t (reference --additional_triplets_loss)
-    lambda_first: float = 1.0  # λ1 (reference --first_additional_triplet)
-    lambda_second: float = 1.0  # λ2 (reference --second_additional_triplet)
+    lambda_first: float = setting(1.0, WEIGHT)  # λ1 (reference --first_additional_triplet)
+    lambda_second: float = setting(1.0, WEIGHT)  # λ2 (reference --second_additional_triplet)
     reg_loss: bool = True  # l_reg (reference --reg_loss)
     negatives: str = "random"  # random | hardest
 
     def __post_init__(self):
         if self.negatives not in NEGATIVES:
             raise ConfigError(f"avca.negatives={self.negatives!r}: expected one of {', '.join(NEGATIVES)}")
-        if self.depth < 1 or self.heads < 1 or self.dim_head < 1:
-            raise ConfigError("avca.depth, heads and dim_head must be >= 1")
 
 
 @register_model("avca")

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
@@ -56,24 +57,21 @@ def mlp2(d_in: int, hidden: int, d_out: int, dropout: float, batch_norm: bool = 
 
 @dataclass
 class AVGZSLNetConfig:
-    dim_out: int = 64  # E: the shared embedding space (reference: 64)
-    hidden: int = 1024  # hidden width of F_A, F_V (reference --embeddings_hidden_size 1024)
-    text_hidden: int = 0  # hidden width of F_T; 0 = the text dim (the reference's 300 for word2vec)
-    dropout: float = 0.8  # F_A, F_V, F_T (reference --embedding_dropout default 0.8)
-    dec_hidden: int = 64  # F_DEC hidden width (reference --decoder_hidden_size 64)
-    dropout_decoder: float = 0.5  # F_DEC (reference --decoder_dropout 0.5)
+    dim_out: int = setting(64, WIDTH)  # E: the shared embedding space (reference: 64)
+    hidden: int = setting(1024, WIDTH)  # hidden width of F_A, F_V (reference --embeddings_hidden_size 1024)
+    text_hidden: int = setting(0, WIDTH0)  # hidden width of F_T; 0 = the text dim (the reference's 300 for word2vec)
+    dropout: float = setting(0.8, PROB)  # F_A, F_V, F_T (reference --embedding_dropout default 0.8)
+    dec_hidden: int = setting(64, WIDTH)  # F_DEC hidden width (reference --decoder_hidden_size 64)
+    dropout_decoder: float = setting(0.5, PROB)  # F_DEC (reference --decoder_dropout 0.5)
     batch_norm: bool = True  # BN in the embedding nets (reference --embedding_use_bn)
     batch_norm_decoder: bool = True  # BN in F_DEC (reference --decoder_use_bn)
     normalize_decoder: bool = True  # L2-normalise decoder outputs (reference --normalize_decoder_outputs)
-    margin: float = 1.0  # triplet margin (reference --margin 1)
+    margin: float = setting(1.0, WEIGHT)  # triplet margin (reference --margin 1)
     negatives: str = "random"  # random | hardest (see module docstring)
 
     def __post_init__(self):
         if self.negatives not in NEGATIVES:
             raise ConfigError(f"avgzslnet.negatives={self.negatives!r}: expected one of {', '.join(NEGATIVES)}")
-        for key in ("dropout", "dropout_decoder"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"avgzslnet.{key}={getattr(self, key)}: expected a value in [0, 1)")
 
 
 @register_model("avgzslnet")

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from ..losses_baselines import NEGATIVES, NegativePicker
@@ -53,16 +54,16 @@ from .base import Batch, GZSLModel
 
 @dataclass
 class CJMEConfig:
-    dim_out: int = 64  # E: the joint embedding space (reference: 64)
-    hidden: int = 1024  # hidden width of f_a, f_v (reference --embeddings_hidden_size 1024)
-    text_hidden: int = 0  # hidden width of f_t; 0 = the text dim (the reference's 300 for word2vec)
-    dropout: float = 0.2  # f_a, f_v, f_t (reference --dropout_baselines 0.2; 0 on VGGSound)
+    dim_out: int = setting(64, WIDTH)  # E: the joint embedding space (reference: 64)
+    hidden: int = setting(1024, WIDTH)  # hidden width of f_a, f_v (reference --embeddings_hidden_size 1024)
+    text_hidden: int = setting(0, WIDTH0)  # hidden width of f_t; 0 = the text dim (the reference's 300 for word2vec)
+    dropout: float = setting(0.2, PROB)  # f_a, f_v, f_t (reference --dropout_baselines 0.2; 0 on VGGSound)
     batch_norm: bool = True  # BN in the embedding nets (reference --embedding_use_bn)
-    margin: float = 1.0  # triplet margin (reference --margin 1)
+    margin: float = setting(1.0, WEIGHT)  # triplet margin (reference --margin 1)
     negatives: str = "random"  # random | hardest
-    entropy_margin: float = 0.1  # ε of the attention target (reference: 0.1)
-    lambda_av: float = 1.0  # weight of L_av
-    lambda_att: float = 1.0  # weight of L_att (0 = attention learned only through L_tri)
+    entropy_margin: float = setting(0.1, WEIGHT)  # ε of the attention target (reference: 0.1)
+    lambda_av: float = setting(1.0, WEIGHT)  # weight of L_av
+    lambda_att: float = setting(1.0, WEIGHT)  # weight of L_att (0 = attention learned only through L_tri)
     eval_attention: str = "soft"  # soft: weights (1-α, α) | hard: α thresholded at 0.5 (reference code)
 
     def __post_init__(self):
@@ -70,8 +71,6 @@ class CJMEConfig:
             raise ConfigError(f"cjme.negatives={self.negatives!r}: expected one of {', '.join(NEGATIVES)}")
         if self.eval_attention not in ("soft", "hard"):
             raise ConfigError(f"cjme.eval_attention={self.eval_attention!r}: expected soft or hard")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"cjme.dropout={self.dropout}: expected a value in [0, 1)")
 
 
 @register_model("cjme")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import PROB, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
@@ -32,11 +33,11 @@ from .layers import EmbeddingNet, clipclap_head_loss, masked_mean
 
 @dataclass
 class ClipClapConfig:
-    hidden: int = 512  # width of O_enc/W_enc outputs and of the O_proj/D_o hidden layer
-    dim_out: int = 64  # embedding dim of θo, θw
-    dropout_encoder: float = 0.1  # O_enc, W_enc
-    dropout_decoder: float = 0.1  # O_proj, D_o
-    dropout_text: float = 0.1  # W_proj, D_w ("additional_dropout" in the reference)
+    hidden: int = setting(512, WIDTH)  # width of O_enc/W_enc outputs and of the O_proj/D_o hidden layer
+    dim_out: int = setting(64, WIDTH)  # embedding dim of θo, θw
+    dropout_encoder: float = setting(0.1, PROB)  # O_enc, W_enc
+    dropout_decoder: float = setting(0.1, PROB)  # O_proj, D_o
+    dropout_text: float = setting(0.1, PROB)  # W_proj, D_w ("additional_dropout" in the reference)
     batch_norm: bool = True  # BatchNorm in the projection/decoder blocks
     modalities: str = "both"  # both | audio | video
 

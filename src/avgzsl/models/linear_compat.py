@@ -27,25 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PROB, WEIGHT, setting
 from ..data.types import FeatureDims
-from ..errors import ConfigError
 from .layers import masked_mean
 from .base import Batch, GZSLModel
 
 
 @dataclass
 class LinearCompatConfig:
-    margin: float = 0.1  # ranking margin (the reference's ClsContrastiveLoss(margin=0.1))
-    dropout: float = 0.2  # on concat[video, audio] in training (reference --dropout_baselines; 0 on VGGSound)
-    dropout_text: float = 0.2  # on the class texts in training (the reference applies the same dropout)
+    margin: float = setting(0.1, WEIGHT)  # ranking margin (the reference's ClsContrastiveLoss(margin=0.1))
+    dropout: float = setting(0.2, PROB)  # on concat[video, audio] in training (reference --dropout_baselines;
+    #                                      0 on VGGSound)
+    dropout_text: float = setting(0.2, PROB)  # on the class texts in training (the reference applies the same dropout)
     normalize_inputs: bool = False  # L2-normalise concat[video, audio] (reference --norm_inputs, used for cls features)
-
-    def __post_init__(self):
-        for key in ("dropout", "dropout_text"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"{key}={getattr(self, key)}: expected a value in [0, 1)")
-        if self.margin < 0:
-            raise ConfigError(f"margin={self.margin}: expected >= 0")
 
 
 class LinearCompatModel(GZSLModel):

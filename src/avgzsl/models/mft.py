@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..config import DEPTH, FRACTION, POSITIVE, PROB, WEIGHT, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
@@ -57,11 +58,11 @@ class MFTConfig:
     """MFT sizes and switches. Defaults are OUR choices (docs/method.md), not the paper's."""
 
     # --- fusion (paper: "Transformer-based multi-head attention"; sizes ours, measured on CPU) ---
-    d_model: int = 128  # token width d of the modality encoders and the transformer
-    depth: int = 2  # transformer blocks (>= 2 for audio/video tokens to mix before [CLS] reads them)
-    heads: int = 4  # attention heads (d_model must divide by it)
-    mlp_ratio: float = 2.0  # transformer MLP width = mlp_ratio * d_model
-    dropout: float = 0.1  # on attention weights and on both residual branches of every block
+    d_model: int = setting(128, WIDTH)  # token width d of the modality encoders and the transformer
+    depth: int = setting(2, DEPTH)  # transformer blocks (>= 2 for audio/video tokens to mix before [CLS] reads them)
+    heads: int = setting(4, WIDTH)  # attention heads (d_model must divide by it)
+    mlp_ratio: float = setting(2.0, "(0, 64]")  # transformer MLP width = mlp_ratio * d_model
+    dropout: float = setting(0.1, PROB)  # on attention weights and on both residual branches of every block
     attention: str = "full"  # full: every token attends to every token | cross: audio tokens attend
     #                          only to [CLS] + video tokens, video only to [CLS] + audio, [CLS] to all
     #                          | none: no attention at all, the ClipClap concatenation MLP on the same
@@ -71,30 +72,30 @@ class MFTConfig:
     # --- modality encoders: Linear -> norm -> activation -> dropout, per token ---
     encoder_norm: str = "layernorm"  # layernorm (per token, padding-safe) | batchnorm (over real tokens)
     activation: str = "gelu"  # gelu | relu (modality encoders and transformer MLP)
-    dropout_encoder: float = 0.1  # modality encoders, the `none` fusion MLP, and W_enc (as ClipClap)
+    dropout_encoder: float = setting(0.1, PROB)  # modality encoders, the `none` fusion MLP, and W_enc (as ClipClap)
     # --- time embedding of temporal tokens (added after the encoder; identical in train and eval) ---
     time_embedding: str = "sinusoidal"  # sinusoidal of the step's time in seconds | none
-    time_min_period: float = 0.5  # seconds; shortest sinusoid period
-    time_max_period: float = 128.0  # seconds; longest sinusoid period (periods are geometric between)
+    time_min_period: float = setting(0.5, POSITIVE)  # seconds; shortest sinusoid period
+    time_max_period: float = setting(128.0, POSITIVE)  # seconds; longest sinusoid period (geometric in between)
     # --- head: ClipClap-GZSL's projections and decoders (layers.EmbeddingNet) ---
-    hidden: int = 512  # width of w' = W_enc(text), of the O_proj/D_o hidden layer and of ρo, ρw
-    dim_out: int = 64  # embedding dim of θo, θw (the space of the L2 evaluation)
-    dropout_decoder: float = 0.1  # O_proj, D_o
-    dropout_text: float = 0.1  # W_proj, D_w
+    hidden: int = setting(512, WIDTH)  # width of w' = W_enc(text), of the O_proj/D_o hidden layer and of ρo, ρw
+    dim_out: int = setting(64, WIDTH)  # embedding dim of θo, θw (the space of the L2 evaluation)
+    dropout_decoder: float = setting(0.1, PROB)  # O_proj, D_o
+    dropout_text: float = setting(0.1, PROB)  # W_proj, D_w
     batch_norm: bool = True  # BatchNorm in the projection/decoder blocks (as ClipClap)
     text_branch: str = "per_sample"  # per_sample: θw(y), w'(y) from a 2nd text pass on each video's own
     #                                  class text (as ClipClap) | shared: gathered from the K-class pass
     #                                  (one text pass per step; faster, BatchNorm statistics over K classes)
     # --- l_kl (Table 4 "l - l_kl": lambda_kl=0) ---
-    lambda_kl: float = 1.0  # weight of l_kl; 0 switches the term off (it is still logged, detached)
+    lambda_kl: float = setting(1.0, WEIGHT)  # weight of l_kl; 0 switches the term off (it is still logged, detached)
     kl_target: str = "mixed"  # smoothed: one-hot with label smoothing kl_eps | semantic: softmax of
     #                           the raw text cosine similarities / kl_tau_q | mixed: (1-eps) one-hot
     #                           + eps semantic
-    kl_tau: float = 1.0  # temperature τ of the predicted distribution p = softmax(θo·θwᵀ / τ)
-    kl_eps: float = 0.2  # smoothing / mixing weight ε (smoothed, mixed)
-    kl_tau_q: float = 0.1  # temperature τ_q of the semantic target (semantic, mixed)
+    kl_tau: float = setting(1.0, POSITIVE)  # temperature τ of the predicted distribution p = softmax(θo·θwᵀ / τ)
+    kl_eps: float = setting(0.2, FRACTION)  # smoothing / mixing weight ε (smoothed, mixed)
+    kl_tau_q: float = setting(0.1, POSITIVE)  # temperature τ_q of the semantic target (semantic, mixed)
     # --- l_cos (Table 4 "l - l_cos": lambda_cos=0) ---
-    lambda_cos: float = 1.0  # weight of l_cos; 0 switches the term off (it is still logged, detached)
+    lambda_cos: float = setting(1.0, WEIGHT)  # weight of l_cos; 0 switches the term off (it is still logged, detached)
     cos_pairwise: bool = True  # add 1 - cos(θo_i, θo_j) over same-class pairs i != j of the batch
 
     def __post_init__(self):
@@ -104,27 +105,13 @@ class MFTConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"mft.{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        for key in ("d_model", "depth", "heads", "hidden", "dim_out"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"mft.{key} must be >= 1, got {getattr(self, key)}")
-        if self.d_model % self.heads:
+        # single numbers are checked against their declared ranges (config.check_settings); here only
+        # what ties two settings together
+        if self.heads > 0 and self.d_model % self.heads:
             raise ConfigError(f"mft.d_model={self.d_model} must be divisible by mft.heads={self.heads}")
-        if self.mlp_ratio <= 0:
-            raise ConfigError(f"mft.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for key in ("dropout", "dropout_encoder", "dropout_decoder", "dropout_text"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"mft.{key} must be in [0, 1), got {getattr(self, key)}")
-        if not 0.0 <= self.kl_eps <= 1.0:
-            raise ConfigError(f"mft.kl_eps must be in [0, 1], got {self.kl_eps}")
-        for key in ("kl_tau", "kl_tau_q", "time_min_period"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"mft.{key} must be > 0, got {getattr(self, key)}")
         if self.time_max_period < self.time_min_period:
             raise ConfigError(f"mft.time_max_period ({self.time_max_period}) must be >= "
                               f"mft.time_min_period ({self.time_min_period})")
-        for key in ("lambda_kl", "lambda_cos"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"mft.{key} must be >= 0, got {getattr(self, key)}")
 
     @property
     def used_modalities(self) -> tuple[str, ...]:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import DEPTH, PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
@@ -65,28 +66,31 @@ CLS, AUDIO, VIDEO = 0, 1, 2  # segment ids of the token sequence
 @dataclass
 class TCAFConfig:
     # --- per-step encoders and tokens ---
-    d_model: int = 128  # token width d (reference: 300)
-    enc_hidden: int = 0  # A_enc/V_enc hidden width; 0 = one Linear-BN-ReLU-Dropout layer (reference: 512)
-    dropout_encoder: float = 0.3  # A_enc, V_enc, W_enc (reference --embedding_dropout 0.3)
-    embed_dim: int = 64  # width of the modality + time embedding concatenated to each step (reference: 64)
-    dropout_embedding: float = 0.2  # after the token projection (reference transformer_embedding_dropout)
+    d_model: int = setting(128, WIDTH)  # token width d (reference: 300)
+    enc_hidden: int = setting(0, WIDTH0)  # A_enc/V_enc hidden width; 0 = one Linear-BN-ReLU-Dropout layer
+    #                                       (reference: 512)
+    dropout_encoder: float = setting(0.3, PROB)  # A_enc, V_enc, W_enc (reference --embedding_dropout 0.3)
+    embed_dim: int = setting(64, "[2, 65536]")  # width of the modality + time embedding concatenated to each
+    #                                             step (reference: 64)
+    dropout_embedding: float = setting(0.2, PROB)  # after the token projection (reference
+    #                                                transformer_embedding_dropout)
     time_embedding: str = "fourier"  # fourier: random Fourier features of τ (s) -> Linear | none
-    fourier_scale: float = 10.0  # std of the Fourier frequencies, cycles per second (reference: 10)
+    fourier_scale: float = setting(10.0, WEIGHT)  # std of the Fourier frequencies, cycles per second (reference: 10)
     normalize_inputs: str = "none"  # none | l2 (each step's feature vector)
     # --- transformer ---
-    depth: int = 2  # blocks (reference: 6 on UCF/ActivityNet, 8 on VGGSound). With 1 block the cross-modal
-    #                 mask cannot reach [CLS] (it reads the tokens before they attend across), so 2 is the minimum
-    #                 that uses cross-modal attention
-    heads: int = 4  # reference: 8
-    dim_head: int = 32  # reference: 64
-    mlp_dim: int = 128  # reference: 128
-    dropout_transformer: float = 0.3  # reference: 0.3 (UCF)
+    depth: int = setting(2, DEPTH)  # blocks (reference: 6 on UCF/ActivityNet, 8 on VGGSound). With 1 block the
+    #                                 cross-modal mask cannot reach [CLS] (it reads the tokens before they attend
+    #                                 across), so 2 is the minimum that uses cross-modal attention
+    heads: int = setting(4, WIDTH)  # reference: 8
+    dim_head: int = setting(32, WIDTH)  # reference: 64
+    mlp_dim: int = setting(128, WIDTH)  # reference: 128
+    dropout_transformer: float = setting(0.3, PROB)  # reference: 0.3 (UCF)
     attention: str = "cross"  # cross | full | self
     # --- ClipClap-style head (models/clipclap.py) ---
-    hidden: int = 512  # W_enc output, O_proj/D_o hidden width (reference decoder_hidden_size 512)
-    dim_out: int = 64  # θo, θw (reference: 64)
-    dropout_decoder: float = 0.1  # O_proj, D_o (reference --decoder_dropout 0.1)
-    dropout_text: float = 0.1  # W_proj, D_w (reference --additional_dropout 0.1)
+    hidden: int = setting(512, WIDTH)  # W_enc output, O_proj/D_o hidden width (reference decoder_hidden_size 512)
+    dim_out: int = setting(64, WIDTH)  # θo, θw (reference: 64)
+    dropout_decoder: float = setting(0.1, PROB)  # O_proj, D_o (reference --decoder_dropout 0.1)
+    dropout_text: float = setting(0.1, PROB)  # W_proj, D_w (reference --additional_dropout 0.1)
 
     def __post_init__(self):
         if self.attention not in ATTENTION:
@@ -98,8 +102,6 @@ class TCAFConfig:
             raise ConfigError(f"tcaf.normalize_inputs={self.normalize_inputs!r}: expected none or l2")
         if self.embed_dim % 2:
             raise ConfigError(f"tcaf.embed_dim={self.embed_dim}: must be even (sine and cosine halves)")
-        if min(self.depth, self.heads, self.dim_head, self.d_model) < 1:
-            raise ConfigError("tcaf.depth, heads, dim_head and d_model must be >= 1")
 
 
 def _as_steps(x: torch.Tensor, mask: torch.Tensor | None, times: torch.Tensor | None):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AvgzslError
-from ..io import write_text
+from ..io import write_errors, write_text
 from ..metrics import Nearest, gzsl_metrics, predict_columns, seen_unseen_curve
 from . import plots
 
@@ -462,10 +462,19 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, embeddin
     """
     if embedding not in ("pca", "tsne"):
         raise AvgzslError(f"embedding projection {embedding!r}: use 'pca' or 'tsne'")
+    from ..runlog import run_lock
+    # the run folder's lock: never a report of a run that another process is rewriting; once held,
+    # PNG and HTML temporaries of an earlier, killed report are removed
+    with run_lock(run_dir, create=False, required=False):
+        return _write_report(run_dir, out, embedding, top_k, max_classes)
+
+
+def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, top_k: int, max_classes: int) -> Path:
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
     png_dir = out.parent / out.stem
-    png_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors(png_dir):
+        png_dir.mkdir(parents=True, exist_ok=True)
     an = None
     if run.test is not None and run.results is not None:
         try:

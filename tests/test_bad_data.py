@@ -483,7 +483,7 @@ def test_h5_soft_link_through_an_external_link_is_refused(good_roots, tmp_path):
 def test_class_embeddings_file_declaring_a_huge_shape(tmp_path):
     from numpy.lib import format as npy_format
     from avgzsl.errors import AvgzslError
-    from avgzsl.text_encoders import ClassEmbeddings
+    from avgzsl.encoders import ClassEmbeddings
     npy = ClassEmbeddings(["a", "b"], np.eye(2, 4), "minilm", "minilm-384").save(tmp_path / "emb.npy")
     with open(npy, "wb") as f:
         npy_format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 512)})
@@ -496,7 +496,7 @@ def test_class_embeddings_file_declaring_a_huge_shape(tmp_path):
 # ---- Reliability II (issue 13): run folders, resume, write errors, leftovers, file modes ---------------
 # (deeper cases: real processes, a real read-only mount and a real full disk, in tests/test_runfolder_guards.py)
 
-HOLD_LOCK = ("import sys\nfrom avgzsl.runlog import run_lock\nwith run_lock(sys.argv[1]):\n"
+HOLD_LOCK = ("import sys\nfrom avgzsl.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
              "    print('locked', flush=True)\n    sys.stdin.read()\n")
 
 

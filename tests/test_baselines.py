@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avgzsl import losses_baselines as LB
+from avgzsl.losses import ranking as LB
 from avgzsl.data.types import FeatureDims
 from avgzsl.losses import LOSSES
 from avgzsl.models import build_model

@@ -231,7 +231,7 @@ def test_reference_order_reproduces_position_pairing_and_warns(tmp_path, caplog)
 def test_alignment_warning_names_a_few_classes_and_points_to_env_json(caplog):
     from types import SimpleNamespace
 
-    from avgzsl.data.benchmark import SHOWN_CLASSES, _warn_alignment
+    from avgzsl.data.text import SHOWN_CLASSES, _warn_alignment
     names = [f"Class{i:03d}" for i in range(SHOWN_CLASSES + 5)]
     bench = SimpleNamespace(name="toy", class_names=names + ["Same"],
                             info={"alignment_differs": names, "text_alignment": "by_name"})

@@ -83,8 +83,9 @@ def _child(max_examples: int, workdir: Path, seed: int | None = None) -> None:
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
-    from avgzsl.data.benchmark import _parse_features
-    from avgzsl.data.safe_pickle import _ALLOWED, load_npy_safely, safe_loads
+    from avgzsl.data.features import _parse_features
+    from avgzsl.data.pickle_allowlist import _ALLOWED
+    from avgzsl.data.safe_pickle import load_npy_safely, safe_loads
     from avgzsl.errors import DataError
 
     warnings.simplefilter("ignore")  # what numpy says about odd values is not the point here

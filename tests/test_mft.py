@@ -337,7 +337,7 @@ def test_configs(name, epochs, lr, sets):
     cfg = load_config(ROOT / "configs" / f"mft_{name}.yaml", sets)
     assert cfg.model == "mft" and cfg.epochs == epochs and cfg.lr == pytest.approx(lr)
     assert (cfg.bs, cfg.n_batches, cfg.seed) == (64, 300, 42)
-    mcfg = model_config("mft", cfg.model_cfg)
+    mcfg = cfg.model_cfg  # typed: the MFTConfig itself
     for s in sets:
         key, value = s.split("=")
         got = getattr(mcfg, key.split(".")[1])

@@ -13,13 +13,14 @@ from conftest import tiny_benchmark
 from avgzsl.checkpoint import save_checkpoint
 from avgzsl.config import load_config
 from avgzsl.data.types import Split
+from avgzsl.encoders import ClassEmbeddings
 from avgzsl.errors import AvgzslError
 from avgzsl.extract import read_features, write_features
 from avgzsl.metrics import harmonic_mean, nearest_seen_unseen, per_class_accuracy, predict_columns
 from avgzsl.models import build_model
 from avgzsl.predict import Prediction, Predictor, _move_to_front, predict_files
 from avgzsl.protocol import run_protocol
-from avgzsl.text_encoders import ClassEmbeddings, TextSpaceError
+from avgzsl.spaces import TextSpaceError
 
 SPACE = "clip-vit-b32+clap-wavcaps"  # what the protocol records for the tiny (clipclap) benchmark
 

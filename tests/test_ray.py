@@ -171,6 +171,7 @@ def test_sweep_resumes_after_kill_and_matches_sequential(ray_session, tmp_path):
     assert best["value"] == max(t["value"] for t in trials) > 0
     res = json.loads((out / "best" / "results.json").read_text())
     assert res["val"] == best["val"] and best["test"] == res["test"]
+    assert (out / "best" / "report.html").exists()  # the sweep's full run writes its report, as train does
     assert (out / "trials.csv").read_text().count("\n") == 5
 
 

@@ -14,8 +14,8 @@ from avgzsl.config import load_config
 from avgzsl.errors import AvgzslError
 from avgzsl.protocol import run_protocol
 from avgzsl.reports.compare import compare_runs
-from avgzsl.reports.plots import project_2d
-from avgzsl.reports.report import SECTIONS, write_report
+from avgzsl.reports.class_plots import project_2d
+from avgzsl.reports.report import SECTIONS, report_finished_run, write_report
 from conftest import tiny_benchmark
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,3 +194,14 @@ def test_reports_do_not_touch_pyplot_or_global_settings(tmp_path):
             "print('matplotlib.pyplot' in sys.modules, matplotlib.rcParams['font.size'] == size)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]  # no pyplot (so no backend chosen for the user), rcParams restored
+
+
+def test_the_report_after_a_run_is_a_warning_when_it_fails(tmp_path, caplog):
+    """What train, reproduce and sweep call after a run: a failure is one warning naming the fix, not an error."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with caplog.at_level("WARNING"):
+        assert report_finished_run(run) is None
+    msg = caplog.records[-1].getMessage()
+    assert msg.startswith(f"{run}: could not write report.html (AvgzslError: ") and msg.endswith(
+        f"; try `avgzsl report {run}`"), msg

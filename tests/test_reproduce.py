@@ -33,6 +33,8 @@ def test_reproduce_table3_resumes_after_kill(tmp_path):
     stdout, stderr = p.communicate(timeout=600)
     assert p.returncode == 0, stderr.decode()[-2000:]
     assert len(runs()) == 4  # 2 variants (MFT, w/o attention) x 2 seeds
+    # each run made by this reproduce has its report (the killed one's may lack it: killed before its report)
+    assert all((f.parent / "report.html").exists() for f in runs() if f not in stamps)
     assert all(f.stat().st_mtime_ns == s for f, s in stamps.items())  # finished runs were not redone
     assert f"[1/{4 - len(first)}]" in stdout.decode()
 
@@ -87,3 +89,43 @@ def test_table2_plans_every_registered_model_on_every_dataset(tmp_path, capsys):
     assert set(list_models()) <= {name for name, _, _ in paper.TABLE2.values()}
     assert planned == {(ds, m) for ds in datasets for m in list_models()}
     assert all((PRESET_DIR / f"{m}_{ds}.yaml").exists() for ds, m in planned)
+
+
+def test_dry_run_estimate_needs_no_benchmarks_folder(tmp_path):
+    """The benchmark rates ship inside the package: an installed copy (no repo around it, so no
+    benchmarks/ folder) estimates MFT on UCF from them, as the repo does."""
+    import shutil
+    from pathlib import Path
+
+    import avgzsl
+    site = tmp_path / "site"
+    shutil.copytree(Path(avgzsl.__file__).parent, site / "avgzsl", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys, avgzsl; assert avgzsl.__file__.startswith(sys.argv[1]), avgzsl.__file__\n"
+            "from avgzsl.cli import main\n"
+            "sys.exit(main(['reproduce', '--dry-run', '--tables', '3', '--datasets', 'ucf', '--seeds', '0', "
+            "'--out', sys.argv[2]]))")
+    env = {**os.environ, "PYTHONPATH": str(site), "AVGZSL_CACHE": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "out")], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    todo = {x.split()[2]: x for x in p.stdout.splitlines() if x.startswith("todo")}
+    assert sorted(todo) == ["mft", "mft-no-attention"]
+    assert all("(benchmark)" in line for line in todo.values()), p.stdout
+
+
+def test_packaged_rates_are_the_benchmark_results_and_ship_in_the_wheel():
+    import json
+    from pathlib import Path
+
+    from avgzsl.reproduce import TRAIN_RATES
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    repo = Path(__file__).resolve().parents[1]
+    packaged = json.loads(TRAIN_RATES.read_text())["runs"]
+    measured = repo / "benchmarks" / "results" / "protocol.json"
+    if measured.exists():  # a checkout: the shipped copy must agree with the measured file
+        rows = json.loads(measured.read_text())["runs"]
+        assert packaged == [{k: r[k] for k in ("model", "dataset", "train_samples_per_s")} for r in rows]
+    pyproject = repo / "pyproject.toml"
+    if pyproject.exists():
+        data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["avgzsl"]
+        assert TRAIN_RATES.name in data

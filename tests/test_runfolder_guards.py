@@ -20,14 +20,34 @@ from avgzsl.config import load_config
 from avgzsl.errors import AvgzslError, LeakageError, RunFolderBusyError, WriteError
 from avgzsl.io import atomic_write, clean_stale_tmp
 from avgzsl.protocol import run_protocol
-from avgzsl.runlog import LOCK_NAME, run_lock
+from avgzsl.runfolder import FINISHED, FRESH, RESUMABLE, RunFolder
+from avgzsl.runlock import LOCK_NAME, run_lock
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TINY = ["epochs=2", "n_batches=4", "bs=16", "clipclap.hidden=32"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-HOLD = ("import sys\nfrom avgzsl.runlog import run_lock\nwith run_lock(sys.argv[1]):\n"
+HOLD = ("import sys\nfrom avgzsl.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n    sys.stdin.read()\n")
+
+
+def test_status_decides_skip_resume_or_restart(tmp_path):
+    """One rule for every command: results.json is finished (even beside a state.pt a kill left), state.pt
+    resumable, anything else fresh; clear() empties a fresh folder but keeps its lock."""
+    run = RunFolder(tmp_path / "run")
+    assert run.status() == FRESH  # missing
+    (run.path / "checkpoints").mkdir(parents=True)
+    run.config_path.write_text("model: clipclap\n")
+    (run.path / LOCK_NAME).write_text("{}")
+    assert run.status() == FRESH
+    run.clear()
+    assert [p.name for p in run.path.iterdir()] == [LOCK_NAME]
+    run.state_path.write_bytes(b"state")
+    assert run.status() == RESUMABLE
+    run.results_path.write_text("{}")
+    assert run.status() == FINISHED and run.read_results() == {}
+    assert run.stage2_final_path == run.path / "checkpoints" / "stage2_final.pt"
+    assert run.test_eval_path == run.path / "eval" / "test.npz" == run.eval_path("test")
 
 
 def one_line(capsys) -> str:

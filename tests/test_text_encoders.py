@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from avgzsl import spaces
+from avgzsl.encoders import (TEMPLATES, ClassEmbeddings, EncoderError, embed_classes, get_encoder, list_encoders,
+                             load_templates, prompt_ensemble, read_names, resolve_weights)
 from avgzsl.errors import AvgzslError
-from avgzsl.text_encoders import (TEMPLATES, ClassEmbeddings, EncoderError, embed_classes, encoder_for_space,
-                                  get_encoder, list_encoders, load_templates, prompt_ensemble, read_names,
-                                  resolve_weights)
+from avgzsl.spaces import encoder_for_space
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -112,6 +113,29 @@ def test_registry_and_spaces():
     assert encoder_for_space("clip-vit-b32+clap-wavcaps") is None  # WavCaps CLAP: no encoder here
     with pytest.raises(AvgzslError, match="unknown text encoder 'w2v'.*clip"):
         get_encoder("w2v")
+
+
+def test_spaces_table_is_the_one_registry():
+    names = spaces.list_spaces()
+    assert len(set(names)) == len(names)
+    claimed = [fs for s in spaces.SPACES for fs in s.feature_sets]
+    assert len(set(claimed)) == len(claimed)  # a feature set's text lies in one space
+    # every encoder the table names is registered, and every registered encoder computes a space of the table
+    assert sorted(s.encoder for s in spaces.SPACES if s.encoder) == list_encoders()
+    # what checkpoints record (checkpoint text_space.name) and what the features were extracted with
+    assert [spaces.text_space_name(fs) for fs in ("clipclap", "cls", "main", "other")] == [
+        "clip-vit-b32+clap-wavcaps", "word2vec-300", "word2vec-300", "other"]
+    assert spaces.feature_space_for_feature_set("clipclap") == "clip-vit-b32+clap-wavcaps"
+    assert spaces.feature_space_for_feature_set("cls") is None and spaces.feature_space_for_feature_set(None) is None
+    # the names the towers get are the table's, with the table's widths
+    clip, clap = spaces.clip_space_name(32, 768, 512), spaces.clap_space_name(512)
+    assert (clip, clap) == ("clip-vit-b32", "clap-laion")
+    joint = spaces.get_space(spaces.join_spaces(clip, clap))
+    assert joint.encoder == "clipclap" and joint.dim == spaces.get_space(clip).dim + spaces.get_space(clap).dim
+    assert spaces.get_space(spaces.sentence_transformer_space_name("x", 384)).dim == 384
+    # the release's CLAP is WavCaps', not LAION's: another space, another width
+    release = spaces.space_for_feature_set("clipclap")
+    assert release.name != joint.name and release.dim == 512 + 1024 and release.encoder is None
 
 
 def test_prompt_ensemble_normalises_each_prompt_then_the_mean():
@@ -217,7 +241,7 @@ def test_minilm_real_weights_offline(minilm, monkeypatch):
 
 
 def test_minilm_with_templates_is_the_normalised_mean(minilm):
-    from avgzsl.text_encoders import MiniLMTextEncoder
+    from avgzsl.encoders import MiniLMTextEncoder
     enc = MiniLMTextEncoder.__new__(MiniLMTextEncoder)
     enc.__dict__.update(minilm.__dict__)
     enc.templates = ["a video of {}.", "the sound of {}."]

@@ -2,10 +2,10 @@
 
 A runner is `runner(todo: list[Experiment], device: str) -> list[(Experiment, error_line)]`: it runs every
 experiment with `avgzsl.reproduce.run_experiment` (the same protocol function as `avgzsl train`, writing the
-same run folders), retries a failed run once, and returns the runs that still failed; `reproduce()` then
-writes the tables and raises one error naming them. Finished runs never reach a runner (`reproduce()` skips
-folders with `results.json`), and a run folder with `state.pt` resumes, so a retry continues where the
-failed attempt's last finished epoch left off.
+same run folders and reports), retries a failed run once, and returns the runs that still failed;
+`reproduce()` then writes the tables and raises one error naming them. Finished runs never reach a runner
+(`reproduce()` skips them), and a resumable run folder resumes (`avgzsl.runfolder.RunFolder.status`), so a
+retry continues where the failed attempt's last finished epoch left off.
 
 `ray` is an optional dependency (`pip install "avgzsl[ray]"`); everything here imports it lazily.
 """
@@ -16,7 +16,10 @@ import os
 import time
 from typing import Callable
 
+import torch
+
 from .errors import AvgzslError
+from .reproduce import run_experiment
 
 log = logging.getLogger("avgzsl.executors")
 
@@ -51,7 +54,6 @@ def forwarded_env() -> dict[str, str]:
 
 def prepare_worker(num_cpus: float, env: dict[str, str] | None = None) -> int:
     """In a Ray worker: torch threads = the task's CPU share (at least 1), and the driver's avgzsl settings."""
-    import torch
     for k, v in (env or {}).items():
         os.environ[k] = v
     threads = max(1, int(num_cpus))
@@ -112,7 +114,6 @@ class LocalRunner:
         self.fn = fn
 
     def __call__(self, todo, device: str) -> list[tuple[object, str]]:
-        from .reproduce import run_experiment
         fn = self.fn or run_experiment
         failures = []
         for i, e in enumerate(todo, 1):
@@ -137,8 +138,7 @@ class LocalRunner:
 def _ray_task(fn, exp, device: str, num_cpus: float, env: dict):
     """Body of one Ray task. Avgzsl errors (bad data/config) come back as values so Ray does not retry them."""
     prepare_worker(num_cpus, env)
-    if fn is None:
-        from .reproduce import run_experiment as fn
+    fn = fn or run_experiment
     t = time.perf_counter()
     try:
         fn(exp, device, False)

@@ -20,8 +20,9 @@ VIDEO_DIR, labels -1) and whose other stage folders are empty; the manifest's ``
 also reads the test videos of any native benchmark folder.
 
 The encoders must be those the model was trained on. ClipClap-GZSL's released features use CLIP
-ViT-B/32 and WavCaps' CLAP (1024-d); this module loads CLAP as a ``transformers`` ClapModel
-(LAION-CLAP, 512-d), so its features suit models trained on LAION-CLAP features, not on the release.
+ViT-B/32 and WavCaps' CLAP (1024-d; feature space ``clip-vit-b32+clap-wavcaps``); this module loads
+CLAP as a ``transformers`` ClapModel (LAION-CLAP, 512-d; ``clip-vit-b32+clap-laion``), so its features
+suit models trained on LAION-CLAP features, not on the release (space names: ``src/avgzsl/spaces.py``).
 """
 from __future__ import annotations
 
@@ -31,10 +32,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from .data.native import is_native, load_native, write_native
+from .data.types import STAGE_FOLDERS, Split, empty_benchmark
+from .encoders.towers import (EncoderError, LoadedTower, l2_normalise, load_clap, load_clip, pooled_features, require,
+                              resolve_weights)
 from .errors import AvgzslError, DataError
-from .text_encoders import (EncoderError, LoadedTower, _empty_benchmark, _features, _l2, load_clap, load_clip,
-                            require, resolve_weights)
+from .spaces import join_spaces
 
 log = logging.getLogger("avgzsl.extract")
 
@@ -65,7 +71,7 @@ def list_videos(video_dir: str | Path, extensions: Sequence[str] = VIDEO_EXTENSI
 
 
 def _open(path: Path):
-    av = require("av")
+    av = require("av")  # PyAV is optional (the predict extra): imported only when decoding
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -80,7 +86,7 @@ def _msg(e: BaseException) -> str:
 def read_middle_frame(path: str | Path, swap_rb: bool = False) -> np.ndarray:
     """The frame at index n_frames // 2 as (H, W, 3) uint8 RGB (BGR order if `swap_rb`, which reproduces
     ClipClap-GZSL's extraction: it gave OpenCV's BGR frames to CLIP's RGB preprocessing)."""
-    av = require("av")
+    av = require("av")  # optional, as in _open
     path = Path(path)
     with _open(path) as c:
         if not c.streams.video:
@@ -108,7 +114,7 @@ def read_middle_frame(path: str | Path, swap_rb: bool = False) -> np.ndarray:
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """The first audio track, resampled to `sample_rate`, channel mean -> (n,) float32."""
-    av = require("av")
+    av = require("av")  # optional, as in _open
     chunks = []
     with _open(Path(path)) as c:
         if not c.streams.audio:
@@ -171,17 +177,15 @@ class ClipClapExtractor:
 
     @property
     def feature_space(self) -> str:
-        return f"{self.clip.space}+{self.clap.space}"
+        return join_spaces(self.clip.space, self.clap.space)
 
     def video_features(self, frames: list[np.ndarray]) -> np.ndarray:
-        import torch
         inputs = self.clip.processor(images=list(frames), return_tensors="pt")
         with torch.inference_mode():
             out = self.clip.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.clip.device))
-        return _l2(_features(out)).cpu().numpy()
+        return l2_normalise(pooled_features(out)).cpu().numpy()
 
     def audio_features(self, waves: list[np.ndarray]) -> np.ndarray:
-        import torch
         waves = [centre_crop(w, self.n_samples) for w in waves]
         inputs = self.clap.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt",
                                      truncation="fusion" if self.fusion else "rand_trunc", padding="repeatpad")
@@ -190,7 +194,7 @@ class ClipClapExtractor:
             kw["is_longer"] = inputs["is_longer"].to(self.clap.device)
         with torch.inference_mode():
             out = self.clap.model.get_audio_features(**kw)
-        return _l2(_features(out)).cpu().numpy()
+        return l2_normalise(pooled_features(out)).cpu().numpy()
 
     def describe(self) -> dict:
         return {"recipe": "clipclap: CLIP image features of the middle frame; CLAP audio features of a "
@@ -225,24 +229,20 @@ class VideoFeatures:
 def write_features(out: str | Path, names: Sequence[str], audio: np.ndarray, video: np.ndarray, info: dict,
                    overwrite: bool = False) -> Path:
     """Write videos' features as a native-format folder (videos in ``stage_2_test_unseen``, label -1)."""
-    from .data.native import write_native
-    from .data.types import Split
     audio, video = np.asarray(audio, np.float32), np.asarray(video, np.float32)
     n = len(names)
     if audio.shape[0] != n or video.shape[0] != n:
         raise AvgzslError(f"{n} names but {audio.shape[0]} audio and {video.shape[0]} video rows")
     split = Split(audio, video, np.full(n, -1, np.int64), list(names), np.zeros(0, np.int64))
     info = {"kind": "video-features", "split": FEATURES_SPLIT, **info}
-    bench = _empty_benchmark([], np.zeros((0, 0), np.float32), info.get("feature_space", "video-features"),
-                             audio.shape[-1], video.shape[-1], info, videos=(FEATURES_SPLIT, split))
+    bench = empty_benchmark([], np.zeros((0, 0), np.float32), info.get("feature_space", "video-features"),
+                            audio.shape[-1], video.shape[-1], info, videos=(FEATURES_SPLIT, split))
     return write_native(bench, out, overwrite=overwrite)
 
 
 def read_features(path: str | Path, splits: Sequence[str] | None = None) -> VideoFeatures:
     """Features written by ``extract``/``write_features``, or the videos of a native benchmark folder
     (default: its test videos, ``stage_2_test_seen`` + ``stage_2_test_unseen``, with their labels)."""
-    from .data.native import is_native, load_native
-    from .data.types import STAGE_FOLDERS, Split
     path = Path(path)
     if not is_native(path):
         raise DataError(f"{path}: not a features folder (write one with `avgzsl extract`, or pass a native "
@@ -289,7 +289,6 @@ def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip
     """Extract every video under `video_dir` (or the given `videos`) and write the features to `out`
     (nothing is written when `out` is None). Per-video problems go to ``ExtractResult.errors``; if no
     video could be used, a DataError is raised listing the first reasons."""
-    from tqdm.auto import tqdm
     root = Path(video_dir)
     files = [Path(v) for v in videos] if videos is not None else list_videos(root)
     if not files:
@@ -341,7 +340,6 @@ def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Fail before the (slow) extraction rather than after it."""
-    from .data.native import is_native
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (overwrite and is_native(out)))):
         what = "pass --overwrite to replace it" if is_native(out) else "not an empty folder; refusing to touch it"
         raise DataError(f"{out}: already exists ({what})")

@@ -31,18 +31,19 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .encoders import ClassEmbeddings, embed_classes, read_names
 from .errors import AvgzslError, DataError
+from .extract import read_features
+from .io import atomic_write
 from .metrics import nearest_seen_unseen, predict_columns
 from .models.base import Batch
-from .text_encoders import ClassEmbeddings, TextSpaceError, encoder_for_space
+from .runfolder import RunFolder
+from .spaces import TextSpaceError, encoder_for_space, feature_space_for_feature_set
 
 log = logging.getLogger("avgzsl.predict")
 
 __all__ = ["Predictor", "Prediction", "predict_files", "load_class_embeddings", "run_seen_classes",
-           "format_prediction", "FEATURE_SPACES"]
-
-# What the feature sets of the benchmarks were extracted with (checkpoint dims.feature_set -> encoders).
-FEATURE_SPACES = {"clipclap": "clip-vit-b32+clap-wavcaps"}
+           "format_prediction"]
 
 
 @dataclass
@@ -98,7 +99,6 @@ class Prediction:
                 "predictions": videos}
 
     def write_csv(self, path: str | Path) -> Path:
-        from .io import atomic_write
         rows = self.rows()
         fields = ["video", "rank", "class", "index", "distance", "score"] + (["seen"] if self.seen_mask is not None else [])
 
@@ -111,7 +111,6 @@ class Prediction:
         return atomic_write(path, write)
 
     def write_json(self, path: str | Path, **meta) -> Path:
-        from .io import atomic_write
         text = json.dumps(self.to_dict(**meta), indent=2, ensure_ascii=False) + "\n"
         return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
@@ -137,10 +136,12 @@ class Predictor:
         return cls(model, ckpt, device, str(path))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "stage2_final.pt", device: str = "cpu") -> "Predictor":
-        """The run's final model (``RUN/checkpoints/stage2_final.pt``); a checkpoint file also works."""
+    def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> "Predictor":
+        """The run's final model (``RUN/checkpoints/stage2_final.pt``, or the checkpoint named); a checkpoint
+        file also works."""
         run_dir = Path(run_dir)
-        path = run_dir if run_dir.is_file() else run_dir / "checkpoints" / checkpoint
+        folder = RunFolder(run_dir)
+        path = run_dir if run_dir.is_file() else (folder.checkpoint_path(checkpoint) if checkpoint else folder.stage2_final_path)
         if not path.is_file() and run_dir.is_dir():
             raise AvgzslError(f"{path}: no such checkpoint; is {run_dir} a finished run folder?")
         return cls.from_checkpoint(path, device)
@@ -193,7 +194,7 @@ class Predictor:
                                 f"encoders the model was trained on")
         if d.get("temporal") and np.ndim(audio) == 2:
             log.warning("%s: averaged features, but the model was trained on temporal features", where)
-        trained = FEATURE_SPACES.get(d.get("feature_set"))
+        trained = feature_space_for_feature_set(d.get("feature_set"))  # what the feature set was extracted with
         if feature_space and trained and feature_space != trained:
             log.warning("%s: extracted with %s, but the model was trained on %s features (%s); predictions may "
                         "be meaningless", where, feature_space, d.get("feature_set"), trained)
@@ -296,7 +297,7 @@ def _move_to_front(order: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def run_seen_classes(run_dir: str | Path) -> list[str] | None:
     """The seen classes of a run's test set (``RUN/eval/test.npz``), or None if it has none."""
-    path = Path(run_dir) / "eval" / "test.npz"
+    path = RunFolder(run_dir).test_eval_path
     if not path.is_file():
         return None
     try:
@@ -313,7 +314,6 @@ def load_class_embeddings(classes: str | Path, predictor: Predictor, *, weights=
                           progress: bool = False) -> ClassEmbeddings:
     """An embeddings file (``.npy`` + ``.json``, or a native folder) as is; a names file (one per line) is
     embedded with the encoder of the model's text space (an error if avgzsl has none for it)."""
-    from .text_encoders import embed_classes, read_names
     path = Path(classes)
     if path.is_dir() or path.suffix.lower() in (".npy", ".json"):
         return ClassEmbeddings.load(path)
@@ -352,8 +352,6 @@ def predict_files(run: str | Path, features: str | Path, classes: str | Path, *,
     β is used, the seen classes of the run's test set (``RUN/eval/test.npz``). Names are matched
     case-insensitively. Returns the prediction and the metadata written with it.
     """
-    from .extract import read_features
-    from .text_encoders import read_names
     predictor = Predictor.from_run(run, device=device)
     feats = read_features(features, splits)
     emb = load_class_embeddings(classes, predictor, weights=weights, clip_weights=clip_weights,

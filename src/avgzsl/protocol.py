@@ -27,19 +27,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
 from .errors import AvgzslError, DataError, LeakageError
 from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model
-from .runlog import RunFolder, run_lock
+from .runfolder import RunFolder
+from .runlock import run_lock
+from .spaces import text_space_name
 from .train import NonFiniteLoss, SplitTensors, evaluate, nearest_classes, train_one_epoch
 
 log = logging.getLogger("avgzsl.protocol")
-
-TEXT_SPACES = {"clipclap": "clip-vit-b32+clap-wavcaps", "cls": "word2vec-300", "main": "word2vec-300"}
 
 
 @dataclass
@@ -144,12 +144,54 @@ def _curve(res: GZSLResult) -> dict:
             "hm": res.hm.tolist()}
 
 
+def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.ndarray, epochs: int, done: int,
+                 resumed: dict | None, text: torch.Tensor, n_classes: int, device, run: RunFolder | None,
+                 progress: bool, before_epoch, after_epoch, saved, on_row):
+    """One training stage, epochs `done`..`epochs`-1, resumable after every epoch; returns the model.
+
+    The stages differ only in their hooks: `before_epoch(epoch, opt)` (stage 2 replays stage 1's lr),
+    `after_epoch(epoch, model, sched, lr, row, bar)` (stage 1 validates, steps the scheduler and keeps
+    the best epoch), and `saved(epoch)`, the stage's own part of `state.pt`. Everything a resume needs
+    (model, optimiser, scheduler, sampler, RNG) is restored and saved here, in this order, so a resumed
+    run draws the same random numbers as an uninterrupted one.
+    """
+    model, opt, sched = build()
+    sampler = ClassBalancedSampler(train.labels, cfg.n_batches, cfg.bs, cfg.seed)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"]), opt.load_state_dict(resumed["optimizer"])
+        sched.load_state_dict(resumed["scheduler"]), sampler.load_state_dict(resumed["sampler"])
+        _set_rng_state(resumed["rng"], device)
+    data = SplitTensors.from_split(train, device)
+    cls_text, local = text[torch.as_tensor(classes, device=device)], _local_index(n_classes, classes, device)
+    bar = tqdm(range(done, epochs), desc=f"stage {number}", disable=not progress, initial=done, total=epochs)
+    for epoch in bar:
+        before_epoch(epoch, opt)
+        lr = _lr(opt)
+        te = time.perf_counter()
+        try:
+            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
+                                    desc=f"stage {number} epoch {epoch + 1}")
+        except NonFiniteLoss as e:
+            raise _diverged(e, lr, run, number, epoch) from None
+        row = {"stage": number, "epoch": epoch, "lr": lr, "loss": terms, "train_s": round(time.perf_counter() - te, 3)}
+        after_epoch(epoch, model, sched, lr, row, bar)
+        row["time_s"] = round(time.perf_counter() - te, 3)
+        if on_row is not None:
+            on_row(row)
+        if run is not None:
+            run.log_epoch(row)
+            run.save_state({**saved(epoch), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
+                            "rng": _rng_state(device)})
+    return model
+
+
 def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
                  device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
                  on_epoch=None) -> dict:
     """Stage 1 -> stage 2 -> test (see `_run_protocol`), holding out_dir's lock throughout: a second
     process on the same run folder fails at once, and a start that fails before its first saved epoch
-    removes the folder it made (runlog.run_lock)."""
+    removes the folder it made (runlock.run_lock)."""
     args = (cfg, bench, out_dir, device, progress, resume, stages, on_epoch)
     if out_dir is None:
         return _run_protocol(*args)
@@ -181,7 +223,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     run = RunFolder(out_dir) if out_dir is not None else None
     if run is not None:
         run.start(cfg, bench, device, resume=resume, leakage=errors)
-    text_space = {"name": TEXT_SPACES.get(bench.feature_set, bench.feature_set), "dim": int(bench.text.shape[1]),
+    text_space = {"name": text_space_name(bench.feature_set), "dim": int(bench.text.shape[1]),
                   "feature_set": bench.feature_set}
     run_dict = cfg.to_dict()
     dims = bench.dims
@@ -192,109 +234,72 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     state = run.load_state() if (run is not None and resume) else None
     timings = {}
 
-    def make(seed_stage: int):
-        _seed(cfg.seed)
+    def build():
+        _seed(cfg.seed)  # each stage starts from the same initialisation, as the reference does
         model = build_model(cfg.model, cfg.model_cfg, dims).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=cfg.scheduler_patience)
         return model, opt, sched
 
+    def train_stage(number: int, train: Split, classes: np.ndarray, epochs: int, done: int, resumed: dict | None,
+                    before_epoch, after_epoch, saved, on_row):
+        return _train_stage(number, cfg, build, train, classes, epochs, done, resumed, text, C_all, device, run,
+                            progress, before_epoch, after_epoch, saved, on_row)
+
     val = EvalSet.build(s["stage_1_val_seen"], s["stage_1_val_unseen"], device)
 
-    # ---- stage 1 -------------------------------------------------------------------------
-    train1 = s["stage_1_train"]
+    # ---- stage 1: select the epoch (and beta) on validation ------------------------------
     st1 = state["stage1"] if state else {"best_epoch": -1, "best_hm": -1.0, "lrs": [], "best": None, "done": 0}
+
+    def stage1_epoch(epoch, model, sched, lr, row, bar):
+        res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
+        summ = res.summary()
+        sched.step(summ["hm"])
+        st1["lrs"].append(lr)
+        if summ["hm"] > st1["best_hm"]:  # strict: ties keep the first epoch
+            st1.update(best_epoch=epoch, best_hm=summ["hm"], best=summ, curve=_curve(res))
+            if run is not None:
+                save_checkpoint(run.stage1_best_path, model, run_dict, text_space,
+                                stage=1, epoch=epoch, beta=summ["beta"])
+        st1["done"] = epoch + 1
+        st1.setdefault("history", []).append(summ)
+        bar.set_postfix(hm=f"{100 * summ['hm']:.2f}", best=st1["best_epoch"] + 1)
+        row["val"] = summ
+        log.info("stage 1 epoch %d/%d  loss %.4f  val S %.2f U %.2f HM %.2f ZSL %.2f beta %.3f",
+                 epoch + 1, cfg.epochs, row["loss"].get("total", float("nan")), 100 * summ["seen"],
+                 100 * summ["unseen"], 100 * summ["hm"], 100 * summ["zsl"], summ["beta"])
+
     t0 = time.perf_counter()
     if not (state and state["stage"] > 1):
-        model, opt, sched = make(1)
-        sampler = ClassBalancedSampler(train1.labels, cfg.n_batches, cfg.bs, cfg.seed)
-        if state:
-            model.load_state_dict(state["model"]), opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"]), sampler.load_state_dict(state["sampler"])
-            _set_rng_state(state["rng"], device)
-        data = SplitTensors.from_split(train1, device)
-        classes = s["stage_1_train"].classes
-        cls_text, local = text[torch.as_tensor(classes, device=device)], _local_index(C_all, classes, device)
-        bar = tqdm(range(st1["done"], cfg.epochs), desc="stage 1", disable=not progress, initial=st1["done"],
-                   total=cfg.epochs)
-        for epoch in bar:
-            lr = _lr(opt)
-            te = time.perf_counter()
-            try:
-                terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                        desc=f"stage 1 epoch {epoch + 1}")
-            except NonFiniteLoss as e:
-                raise _diverged(e, lr, run, 1, epoch) from None
-            train_s = time.perf_counter() - te
-            res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
-            summ = res.summary()
-            sched.step(summ["hm"])
-            st1["lrs"].append(lr)
-            if summ["hm"] > st1["best_hm"]:  # strict: ties keep the first epoch
-                st1.update(best_epoch=epoch, best_hm=summ["hm"], best=summ, curve=_curve(res))
-                if run is not None:
-                    save_checkpoint(run.path / "checkpoints" / "stage1_best.pt", model, run_dict, text_space,
-                                    stage=1, epoch=epoch, beta=summ["beta"])
-            st1["done"] = epoch + 1
-            st1.setdefault("history", []).append(summ)
-            bar.set_postfix(hm=f"{100 * summ['hm']:.2f}", best=st1["best_epoch"] + 1)
-            row = {"stage": 1, "epoch": epoch, "lr": lr, "loss": terms, "val": summ,
-                   "train_s": round(train_s, 3), "time_s": round(time.perf_counter() - te, 3)}
-            log.info("stage 1 epoch %d/%d  loss %.4f  val S %.2f U %.2f HM %.2f ZSL %.2f beta %.3f",
-                     epoch + 1, cfg.epochs, terms.get("total", float("nan")), 100 * summ["seen"],
-                     100 * summ["unseen"], 100 * summ["hm"], 100 * summ["zsl"], summ["beta"])
-            if on_epoch is not None:
-                on_epoch(row)
-            if run is not None:
-                run.log_epoch(row)
-                run.save_state({"stage": 1, "stage1": st1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
-                                "rng": _rng_state(device)})
+        train_stage(1, s["stage_1_train"], s["stage_1_train"].classes, cfg.epochs, st1["done"], state,
+                    lambda epoch, opt: None, stage1_epoch, lambda epoch: {"stage": 1, "stage1": st1}, on_epoch)
         state = None  # stage 2 starts fresh unless we resumed inside it
     timings["stage1_s"] = time.perf_counter() - t0
     best_epoch, best_beta = st1["best_epoch"], st1["best"]["beta"]
     if stages == 1:
         return {"val": st1["best"], "best_epoch": best_epoch, "epochs": st1["history"]}
 
-    # ---- stage 2 -------------------------------------------------------------------------
+    # ---- stage 2: retrain on train + val for the selected number of epochs ----------------
     t0 = time.perf_counter()
     epochs2 = best_epoch + 1
     train2 = Split.concat([s["stage_1_train"], s["stage_1_val_seen"], s["stage_1_val_unseen"]])
     classes2 = s["stage_2_train"].classes
     if np.setdiff1d(np.unique(train2.labels), classes2).size:
         raise LeakageError("stage-2 training videos include classes not listed in stage_2_train")
-    model, opt, sched = make(2)
-    sampler = ClassBalancedSampler(train2.labels, cfg.n_batches, cfg.bs, cfg.seed)
-    done2 = 0
-    if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"]), sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"], device)
-        done2 = state["done2"]
-    data = SplitTensors.from_split(train2, device)
-    cls_text, local = text[torch.as_tensor(classes2, device=device)], _local_index(C_all, classes2, device)
-    for epoch in tqdm(range(done2, epochs2), desc="stage 2", disable=not progress, initial=done2, total=epochs2):
+
+    def stage2_lr(epoch, opt):
         if cfg.stage2_lr == "replay":
             _set_lr(opt, st1["lrs"][epoch])
-        lr = _lr(opt)
-        te = time.perf_counter()
-        try:
-            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                    desc=f"stage 2 epoch {epoch + 1}")
-        except NonFiniteLoss as e:
-            raise _diverged(e, lr, run, 2, epoch) from None
-        row = {"stage": 2, "epoch": epoch, "lr": lr, "loss": terms, "train_s": round(time.perf_counter() - te, 3)}
+
+    def stage2_epoch(epoch, model, sched, lr, row, bar):
         if cfg.stage2_lr == "reference":
             res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
             sched.step(res.summary()["hm"])
             row["val_trained_on"] = res.summary()
-        row["time_s"] = round(time.perf_counter() - te, 3)
-        log.info("stage 2 epoch %d/%d  loss %.4f  lr %.2e", epoch + 1, epochs2, terms.get("total", float("nan")), lr)
-        if run is not None:
-            run.log_epoch(row)
-            run.save_state({"stage": 2, "stage1": st1, "done2": epoch + 1, "model": model.state_dict(),
-                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "sampler": sampler.state_dict(), "rng": _rng_state(device)})
+        log.info("stage 2 epoch %d/%d  loss %.4f  lr %.2e", epoch + 1, epochs2, row["loss"].get("total", float("nan")), lr)
+
+    model = train_stage(2, train2, classes2, epochs2, state["done2"] if state else 0, state, stage2_lr, stage2_epoch,
+                        lambda epoch: {"stage": 2, "stage1": st1, "done2": epoch + 1}, None)
     timings["stage2_s"] = time.perf_counter() - t0
 
     # ---- test ----------------------------------------------------------------------------
@@ -322,19 +327,13 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     log.info("test  S %.2f  U %.2f  HM %.2f  ZSL %.2f  (beta %.3f from validation)", 100 * res.summary()["seen"],
              100 * res.summary()["unseen"], 100 * res.summary()["hm"], 100 * res.summary()["zsl"], best_beta)
     if run is not None:
-        save_checkpoint(run.path / "checkpoints" / "stage2_final.pt", model, run_dict, text_space,
+        save_checkpoint(run.stage2_final_path, model, run_dict, text_space,
                         stage=2, epoch=epochs2 - 1, beta=best_beta)
         run.save_eval("test", nearest=nearest, labels=labels, class_ids=test.class_ids, seen_mask=test.seen_mask,
                       embeddings=None if kept is None else kept[1],
                       embedding_index=None if kept is None else kept[0], class_embeddings=class_emb,
                       class_names=np.array([bench.class_names[i] for i in test.class_ids]))
         run.finish(results, timings)
-        try:  # a report is a convenience: a plotting problem must not fail a finished run
-            from .reports.report import write_report
-            write_report(run.path)
-        except Exception as e:  # noqa: BLE001
-            log.warning("%s: could not write report.html (%s: %s); try `avgzsl report %s`", run.path,
-                        type(e).__name__, e, run.path)
     return results
 
 
@@ -349,8 +348,7 @@ def check_dims(model_dims: dict, bench: Benchmark, where) -> None:
 
 def evaluate_run(run_dir: str | Path, bench: Benchmark, device: str = "cpu") -> dict:
     """Re-evaluate a finished run's stage-2 model on the test set at its stored beta."""
-    from .checkpoint import load_model
-    path = Path(run_dir) / "checkpoints" / "stage2_final.pt"
+    path = RunFolder(run_dir).stage2_final_path
     model, ckpt = load_model(path, device)
     if ckpt.get("beta") is None:  # read_checkpoint allows none (stage-1 files); a final model needs its beta
         raise AvgzslError(f"{path}: the checkpoint stores no beta; is it the final model of a finished run?")

@@ -2,8 +2,8 @@
 
 An experiment is (dataset, variant, seed). A variant is a model preset plus `--set` overrides; a variant
 that appears in several tables (MFT itself appears in all four) runs once. Run folders live at
-`OUT/<dataset>/<variant>/seed<k>`: a folder with `results.json` is done and skipped, one with `state.pt`
-resumes, anything else starts afresh. Tables go to `OUT/tables.md` and `OUT/tables.csv`.
+`OUT/<dataset>/<variant>/seed<k>`, each one skipped, resumed or started afresh as its status says
+(`avgzsl.runfolder.RunFolder.status`). Tables go to `OUT/tables.md` and `OUT/tables.csv`.
 """
 from __future__ import annotations
 
@@ -13,12 +13,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import load_config, resolve_config
+from .data import load_benchmark
+from .data.cache import default_cache
+from .data.synthetic import synthetic_root
 from .errors import AvgzslError
-from .reports import paper
+from .models import list_models
+from .protocol import run_protocol
+from .reports.paper import table_rows
+from .reports.report import report_finished_run
+from .reports.tables import write_tables
+from .runfolder import FINISHED, FRESH, RESUMABLE, RunFolder
+from .runlock import run_lock
 
 log = logging.getLogger("avgzsl.reproduce")
 
 DATASET_FOLDERS = {"ucf": "UCF", "activitynet": "ActivityNet", "vggsound": "VGGSound"}
+# the benchmark suite's training samples/s per (model, dataset), shipped with the package (package data):
+# the rates of benchmarks/results/protocol.json (tests/test_reproduce.py checks that they agree)
+TRAIN_RATES = Path(__file__).resolve().parent / "train_rates.json"
 
 
 @dataclass(frozen=True)
@@ -36,17 +49,6 @@ MFT_VARIANTS = {
     "mft-audio": Variant("mft-audio", "mft", ("mft.modalities=audio",)),
     "mft-video": Variant("mft-video", "mft", ("mft.modalities=video",)),
 }
-
-# table -> [(row label in the paper, variant key or None if not implemented)]
-def table_rows(table: int, registered: list[str]) -> list[tuple[str, str | None]]:
-    if table == 2:
-        rows = []
-        for label, (name, _, _) in paper.TABLE2.items():
-            rows.append((label, name if name in registered else None))
-        return rows
-    return {3: [("w/o attention", "mft-no-attention"), ("MFT", "mft")],
-            4: [("l - l_cos", "mft-no-cos"), ("l - l_kl", "mft-no-kl"), ("l", "mft")],
-            5: [("audio only", "mft-audio"), ("visual only", "mft-video"), ("both", "mft")]}[table]
 
 
 def variant(key: str) -> Variant:
@@ -67,8 +69,12 @@ class Experiment:
         return f"{self.variant.model}_{self.dataset}"
 
     @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.out)
+
+    @property
     def done(self) -> bool:
-        return (self.out / "results.json").exists()
+        return self.run.status() == FINISHED
 
     def sets(self) -> list[str]:
         return [*self.variant.overrides, f"seed={self.seed}", *self.overrides]
@@ -76,7 +82,6 @@ class Experiment:
 
 def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: Path,
          extra_sets: tuple[str, ...] = ()) -> list[Experiment]:
-    from .models import list_models
     registered = list_models()
     keys: list[str] = []
     for t in tables:
@@ -90,8 +95,8 @@ def plan(data_roots: dict[str, Path], tables: list[int], seeds: list[int], out: 
 
 
 def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False) -> dict:
-    """One protocol run (resuming or restarting as its folder says). Pure: safe to call from a worker."""
-    from .runlog import run_lock
+    """One protocol run (resuming or restarting as its folder says), then its report. Pure: safe to call
+    from a worker."""
     # the folder's lock from the "done?" check on: another reproduce (or train) on the same run folder
     # fails at once instead of both writing it, and the folder is never emptied under a live writer
     with run_lock(exp.out, discard_on_error=True):
@@ -99,26 +104,25 @@ def run_experiment(exp: Experiment, device: str = "cpu", progress: bool = False)
 
 
 def _run_locked(exp: Experiment, device: str, progress: bool) -> dict:
-    from .config import load_config, resolve_config
-    from .data import load_benchmark
-    from .protocol import run_protocol
-    from .runlog import clear_run_folder
-    if exp.done:
-        return json.loads((exp.out / "results.json").read_text())
-    resume = (exp.out / "state.pt").exists()
-    if not resume:
-        clear_run_folder(exp.out)  # killed before its first epoch ended: nothing to keep
+    run = exp.run
+    status = run.status()
+    if status == FINISHED:
+        return run.read_results()
+    if status == FRESH:
+        run.clear()  # killed before its first epoch ended: nothing to keep
     cfg = load_config(resolve_config(exp.preset), exp.sets())
     cfg.name = f"{exp.variant.key}-{exp.dataset}-seed{exp.seed}"
     bench = load_benchmark(exp.data_root, split=cfg.split, feature_dir=cfg.feature_dir,
                            text_alignment=cfg.text_alignment)
-    return run_protocol(cfg, bench, exp.out, device=device, progress=progress, resume=resume)
+    results = run_protocol(cfg, bench, exp.out, device=device, progress=progress, resume=status == RESUMABLE)
+    report_finished_run(exp.out)
+    return results
 
 
 def measured_seconds(exp: Experiment) -> float | None:
     """Mean run time of this variant's finished seeds in the same output folder (their timings.json)."""
     times = []
-    for t in sorted(exp.out.parent.glob("seed*/timings.json")):
+    for t in sorted(exp.out.parent.glob(f"seed*/{RunFolder.TIMINGS}")):
         try:
             times.append(sum(float(v) for v in json.loads(t.read_text()).values()))
         except (ValueError, TypeError, AttributeError, OSError):
@@ -126,13 +130,13 @@ def measured_seconds(exp: Experiment) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def estimate_seconds(exp: Experiment, bench_json: Path | None = None) -> tuple[float, str]:
+def estimate_seconds(exp: Experiment, bench_json: Path | None = TRAIN_RATES) -> tuple[float, str]:
     """(seconds, source) for one run: the same variant's finished seeds when there are any, else the
-    benchmark suite's measured samples/s for the model and dataset, else a conservative default rate."""
+    benchmark suite's measured samples/s for the model and dataset (`bench_json`: TRAIN_RATES, or a file
+    of benchmarks/protocol.py), else a conservative default rate."""
     measured = measured_seconds(exp)
     if measured is not None:
         return measured, "measured"
-    from .config import load_config, resolve_config
     cfg = load_config(resolve_config(exp.preset), exp.sets())
     rate, source = 2000.0, "default"  # samples/s on a 2-core CPU when no benchmark figure is known
     if bench_json and bench_json.exists():
@@ -148,15 +152,7 @@ def estimate_seconds(exp: Experiment, bench_json: Path | None = None) -> tuple[f
 
 
 def default_synthetic_roots(datasets: list[str], scale: float, cache: Path) -> dict[str, Path]:
-    from .data.synthetic import make_synthetic
-    roots = {}
-    for ds in datasets:
-        root = cache / "synthetic" / f"{ds}-scale{scale:g}-seed0"
-        if not (root / "class-split").exists():
-            log.info("writing the synthetic %s-like benchmark to %s", ds, root)
-            make_synthetic(ds, root, scale=scale, seed=0)
-        roots[ds] = root
-    return roots
+    return {ds: synthetic_root(ds, scale, 0, cache=cache) for ds in datasets}
 
 
 def real_roots(data_root: Path, datasets: list[str]) -> dict[str, Path]:
@@ -174,25 +170,22 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
               device: str = "cpu", dry_run: bool = False, synthetic_scale: float = 1.0, cache: Path | None = None,
               executor: str = "local", extra_sets: tuple[str, ...] = (), progress: bool = True,
               runner=None) -> dict:
-    from .reports.tables import write_tables
     out = Path(out)
     synthetic = data_root is None
     for ds in datasets:
         if ds not in DATASET_FOLDERS:
             raise AvgzslError(f"unknown dataset {ds!r}; choose from {', '.join(DATASET_FOLDERS)}")
     if synthetic:
-        from .config import default_cache
         roots = default_synthetic_roots(datasets, synthetic_scale, cache or default_cache()) if not dry_run else \
             {ds: Path("<synthetic>") for ds in datasets}
     else:
         roots = real_roots(Path(data_root), datasets)
     exps = plan(roots, tables, seeds, out, extra_sets)
-    bench_json = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "protocol.json"
     if dry_run:
         total = 0.0
         lines = []
         for e in exps:
-            sec, source = (0.0, "") if e.done else estimate_seconds(e, bench_json)
+            sec, source = (0.0, "") if e.done else estimate_seconds(e)
             total += sec
             lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
                          + (f"~{sec / 60:.1f} min ({source})  " if not e.done else "")
@@ -200,7 +193,6 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
         print("\n".join(lines))
         print(f"{len(exps)} runs, {sum(not e.done for e in exps)} to do, about {total / 60:.0f} min on this machine")
         return {"runs": len(exps), "estimated_s": total}
-    from .runlog import run_lock
     # the output root's lock: a second reproduce into the same OUT stops at once (each run folder is
     # locked as well, by run_experiment); its own temporaries only, the run folders clean themselves
     with run_lock(out, clean_tree=False):

@@ -1,6 +1,7 @@
 """The native benchmark format: plain `.npy` arrays plus one JSON manifest, memory-mappable.
 
-Written by `convert` (`avgzsl convert ROOT --out DIR`) and by the loader's cache. Layout of a folder:
+Written by `convert` (`avgzsl convert ROOT --out DIR`, data/benchmark.py) and by the loader's cache
+(data/cache.py); this module imports nothing from the reader. Layout of a folder:
 
     avgzsl-native.json          manifest: format version, name, feature_set, dims, class names,
                                 per-split class lists and video names, provenance (`info`)
@@ -19,7 +20,6 @@ with the manifest written last, so an interrupted write never leaves a folder th
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -33,14 +33,11 @@ from ..errors import ConfigError, DataError
 from ..io import write_errors
 from .types import STAGE_FOLDERS, Benchmark, Split
 
-log = logging.getLogger("avgzsl.data")
-
 MANIFEST = "avgzsl-native.json"
 FORMAT_NAME = "avgzsl-native"
 FORMAT_VERSION = 1
 
-__all__ = ["MANIFEST", "FORMAT_VERSION", "is_native", "write_native", "load_native", "convert",
-           "pad_steps"]
+__all__ = ["MANIFEST", "FORMAT_VERSION", "is_native", "write_native", "load_native", "pad_steps"]
 
 
 def is_native(path: str | Path) -> bool:
@@ -268,21 +265,3 @@ def load_native(path: str | Path, *, copy: bool = True, expect: dict | None = No
     return Benchmark(name=man.get("name", folder.name), class_names=class_names, text=text,
                      has_text=has_text, splits=splits, feature_set=man["feature_set"], info=info)
 
-
-# --------------------------------------------------------------------------------------------------
-# convert
-
-def convert(root: str | Path, out: str | Path, *, overwrite: bool = False, **load_options) -> Path:
-    """Read the benchmark at `root` (with `load_benchmark`'s options) and write it natively to `out`.
-
-    The loader's own cache is off unless `cache=True` is passed: the output folder is the cache.
-    """
-    from .benchmark import load_benchmark  # local import: benchmark imports this module
-
-    load_options.setdefault("cache", False)
-    bench = load_benchmark(root, **load_options)
-    bench.info["converted_from"] = str(Path(root).resolve())
-    out = write_native(bench, out, overwrite=overwrite)
-    log.info("wrote native benchmark %s (%s, %s) to %s", bench.name, bench.feature_set,
-             bench.info.get("split"), out)
-    return out

@@ -81,7 +81,7 @@ class FeatureDims:
     video: int
     text: int
     temporal: bool = False
-    feature_set: str = "clipclap"  # clipclap | cls | main (see data/benchmark.py)
+    feature_set: str = "clipclap"  # clipclap | cls | main (see infer_feature_set, data/text.py)
 
     def to_dict(self) -> dict:
         return dict(audio=self.audio, video=self.video, text=self.text, temporal=self.temporal,
@@ -109,3 +109,18 @@ class Benchmark:
 
     def classes_of(self, folder: str) -> np.ndarray:
         return self.splits[folder].classes
+
+
+def empty_benchmark(class_names, text, feature_set: str, audio_dim: int, video_dim: int, info: dict,
+                    videos: tuple[str, Split] | None = None) -> Benchmark:
+    """A Benchmark with empty stage folders (or `videos` = (stage folder, Split) filled in), as the
+    class-embeddings and video-features files write it (`native.write_native`); named info["kind"]."""
+    def empty() -> Split:
+        return Split(np.zeros((0, audio_dim), np.float32), np.zeros((0, video_dim), np.float32),
+                     np.zeros(0, np.int64), [], np.zeros(0, np.int64))
+    splits = {s: empty() for s in STAGE_FOLDERS}
+    if videos is not None:
+        splits[videos[0]] = videos[1]
+    return Benchmark(name=info.get("kind", "avgzsl"), class_names=list(class_names),
+                     text=np.asarray(text, np.float32), has_text=np.ones(len(class_names), bool), splits=splits,
+                     feature_set=feature_set, info=info)

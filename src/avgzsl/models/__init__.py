@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from dataclasses import asdict, is_dataclass
 
-from ..config import check_settings, dataclass_from_dict
+from ..settings import check_settings, dataclass_from_dict
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from .base import Batch, GZSLModel

@@ -6,7 +6,7 @@ benchmark (Mercea et al., CVPR 2022).
 
     z = W concat[video, audio]   (B, Dv+Da) -> (B, Dt), bias-free (models/linear_compat.py)
     v_ij = max(0, margin + z_i·t_j - z_i·t_{y_i}),  r_i = #{j : v_ij > 0}
-    loss = mean_i (l(r_i) / r_i) sum_j v_ij,  l(k) = sum_{i<=k} 1/i     (losses_baselines.ale_rank_loss)
+    loss = mean_i (l(r_i) / r_i) sum_j v_ij,  l(k) = sum_{i<=k} 1/i     (ranking.ale_rank_loss)
 
 The rank weighting (WSABIE's approximate-rank loss) puts more weight on samples whose true class is
 ranked low. Evaluation: L2 distance between z and the raw class text.
@@ -16,12 +16,12 @@ rank + 1e-8 where we special-case rank 0, whose violations are all 0 anyway).
 """
 from __future__ import annotations
 
-from .. import losses_baselines
+from ..losses import ranking
 from . import register_model
 from .linear_compat import LinearCompatModel
 
 
 @register_model("ale")
 class ALE(LinearCompatModel):
-    rank_loss = staticmethod(losses_baselines.ale_rank_loss)
+    rank_loss = staticmethod(ranking.ale_rank_loss)
     loss_name = "ale"

@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DEPTH, FRACTION, PROB, WEIGHT, WIDTH, WIDTH0, setting
+from ..settings import DEPTH, FRACTION, PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
-from ..losses_baselines import NEGATIVES, NegativePicker
+from ..losses.ranking import NEGATIVES, NegativePicker
 from . import register_model
 from .base import Batch, GZSLModel
 from .layers import EmbeddingNet, masked_mean

@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PROB, WEIGHT, WIDTH, WIDTH0, setting
+from ..settings import PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
-from ..losses_baselines import NEGATIVES, NegativePicker
+from ..losses.ranking import NEGATIVES, NegativePicker
 from . import register_model
 from .layers import masked_mean
 from .base import Batch, GZSLModel

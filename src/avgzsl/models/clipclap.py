@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import PROB, WIDTH, setting
+from ..settings import PROB, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model

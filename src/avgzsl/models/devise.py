@@ -4,7 +4,7 @@ Frome, Corrado, Shlens, Bengio, Dean, Ranzato, Mikolov: "DeViSE: A Deep Visual-S
 Model", NeurIPS 2013; audio-visual version of the AVCA-GZSL benchmark (Mercea et al., CVPR 2022).
 
     z = W concat[video, audio]   (B, Dv+Da) -> (B, Dt), bias-free (models/linear_compat.py)
-    loss = mean_i sum_{j != y_i} max(0, margin + z_i·t_j - z_i·t_{y_i})   (losses_baselines.devise_rank_loss)
+    loss = mean_i sum_{j != y_i} max(0, margin + z_i·t_j - z_i·t_{y_i})   (ranking.devise_rank_loss)
 
 Evaluation: L2 distance between z and the raw class text.
 
@@ -13,12 +13,12 @@ stage-2 checkpoint with the test set; our protocol (docs/protocol.md) never look
 """
 from __future__ import annotations
 
-from .. import losses_baselines
+from ..losses import ranking
 from . import register_model
 from .linear_compat import LinearCompatModel
 
 
 @register_model("devise")
 class DeViSE(LinearCompatModel):
-    rank_loss = staticmethod(losses_baselines.devise_rank_loss)
+    rank_loss = staticmethod(ranking.devise_rank_loss)
     loss_name = "devise"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import losses
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, T, D) -> (B, D) mean over real steps (mask True); (B, D) passes through.
@@ -25,7 +27,6 @@ def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torc
     per_sample=False takes each video's text embedding from the K-class pass instead of a second pass.
     Returns ({"ce", "reg", "rec"}, theta_w_all (K, E), theta_w (B, E)).
     """
-    from .. import losses
     rho_o = model.D_o(theta_o)  # (B, h)
     w_all = model.W_enc(class_text)  # (K, h)
     theta_w_all = model.W_proj(w_all)  # (K, E)

@@ -10,7 +10,7 @@ audio features to the text-embedding space,
     scores = z · textᵀ over the K training classes (B, K)
 
 trained with a hinge ranking loss with margin (the three methods differ only in that loss:
-losses_baselines.devise_rank_loss / ale_rank_loss / sje_max_loss). Evaluation: L2 distance between
+losses.ranking.devise_rank_loss / ale_rank_loss / sje_max_loss). Evaluation: L2 distance between
 z and the RAW class text embedding (`embed_classes` returns the text itself), as the reference
 evaluates `cdist(W x, text)`.
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PROB, WEIGHT, setting
+from ..settings import PROB, WEIGHT, setting
 from ..data.types import FeatureDims
 from .layers import masked_mean
 from .base import Batch, GZSLModel

@@ -1,7 +1,7 @@
 """MFT: Multimodal Fusion Transformer for audio-visual GZSL (registry name `mft`).
 
 "An Audio-visual Generalized Zero-Shot Learning Method Based on Multimodal Fusion Transformer", journal
-paper, 2025 (abstract and tables only; /work/shared/paper/MFT.md). The paper fixes the ideas: a
+paper, 2025 (only its abstract and tables are public). The paper fixes the ideas: a
 Transformer with multi-head attention fuses audio and video (cross-modal interaction), on the
 ClipClap-GZSL setting, trained with ClipClap's loss plus a KL-divergence term (predicted vs target class
 distribution) and a cosine-similarity term (same-class consistency). It gives no sizes, weights or
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..config import DEPTH, FRACTION, POSITIVE, PROB, WEIGHT, WIDTH, setting
+from ..settings import DEPTH, FRACTION, POSITIVE, PROB, WEIGHT, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model

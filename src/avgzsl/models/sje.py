@@ -4,7 +4,7 @@ Akata, Reed, Walter, Lee, Schiele: "Evaluation of Output Embeddings for Fine-Gra
 Classification", CVPR 2015; audio-visual version of the AVCA-GZSL benchmark (Mercea et al., CVPR 2022).
 
     z = W concat[video, audio]   (B, Dv+Da) -> (B, Dt), bias-free (models/linear_compat.py)
-    loss = mean_i max_{j != y_i} max(0, margin + z_i·t_j - z_i·t_{y_i})   (losses_baselines.sje_max_loss)
+    loss = mean_i max_{j != y_i} max(0, margin + z_i·t_j - z_i·t_{y_i})   (ranking.sje_max_loss)
 
 Only the most violating class contributes (structured SVM). Evaluation: L2 distance between z and the
 raw class text.
@@ -13,12 +13,12 @@ Differences from the reference implementation: none in the model or loss.
 """
 from __future__ import annotations
 
-from .. import losses_baselines
+from ..losses import ranking
 from . import register_model
 from .linear_compat import LinearCompatModel
 
 
 @register_model("sje")
 class SJE(LinearCompatModel):
-    rank_loss = staticmethod(losses_baselines.sje_max_loss)
+    rank_loss = staticmethod(ranking.sje_max_loss)
     loss_name = "sje"

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DEPTH, PROB, WEIGHT, WIDTH, WIDTH0, setting
+from ..settings import DEPTH, PROB, WEIGHT, WIDTH, WIDTH0, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model

@@ -18,7 +18,7 @@ from ..errors import AvgzslError
 from ..io import write_text
 from ..metrics import seen_unseen_curve
 from . import plots
-from .report import load_run, nearest_from_npz
+from .runfiles import load_run, nearest_from_npz
 
 COLUMNS = ("name", "model", "dataset", "seed", "S", "U", "HM", "ZSL", "beta", "AUSUC")
 

@@ -2,6 +2,7 @@
 
 Source: "An Audio-visual Generalized Zero-Shot Learning Method Based on Multimodal Fusion Transformer"
 (2025). Table 2 rows marked † in the paper ran on CLIP/CLAP features (the ClipClap-GZSL setting).
+`table_rows` says which of our runs stands for each row (`avgzsl reproduce` runs them).
 """
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ TABLE5 = {
 
 TITLES = {2: "Table 2: comparison with earlier methods", 3: "Table 3: attention ablation",
           4: "Table 4: loss ablation (l = full loss)", 5: "Table 5: input modalities"}
+
+# the ablation tables' rows -> the variant key of the run that stands for it (the MFT variants of
+# src/avgzsl/reproduce.py); Table 2's rows are the registry names of TABLE2
+ABLATION_ROWS = {3: [("w/o attention", "mft-no-attention"), ("MFT", "mft")],
+                 4: [("l - l_cos", "mft-no-cos"), ("l - l_kl", "mft-no-kl"), ("l", "mft")],
+                 5: [("audio only", "mft-audio"), ("visual only", "mft-video"), ("both", "mft")]}
+
+
+def table_rows(table: int, registered: list[str]) -> list[tuple[str, str | None]]:
+    """[(row label in the paper, variant key, or None where that method is not implemented)]."""
+    if table == 2:
+        rows = []
+        for label, (name, _, _) in TABLE2.items():
+            rows.append((label, name if name in registered else None))
+        return rows
+    return ABLATION_ROWS[table]

@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..io import atomic_write
+
 DPI = 110
 SEEN_COLOR = "#1f77b4"  # blue
 UNSEEN_COLOR = "#ff7f0e"  # orange
@@ -30,7 +32,7 @@ RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fonts
       "xtick.labelsize": 9, "ytick.labelsize": 9}
 
 
-def _themed(fn):
+def themed(fn):
     """Run a plot function under the report's rc settings (a local context: users' rcParams are untouched)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -39,35 +41,34 @@ def _themed(fn):
     return wrapper
 
 
-def _figure(w: float, h: float) -> Figure:
+def new_figure(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    from ..io import atomic_write
+def save_figure(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=DPI, format="png"))  # never a half-written PNG
     fig.clear()
     return Path(path)
 
 
-def _pct(x) -> np.ndarray:
+def percent(x) -> np.ndarray:
     return 100.0 * np.asarray(x, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------------
 # training curves
 # ------------------------------------------------------------------------------------------------------
-@_themed
+@themed
 def plot_training_curves(rows: list[dict], best_epoch: int | None, path: str | Path) -> Path:
     """Loss terms per epoch (stage 1 solid, stage 2 dashed), validation S/U/HM per epoch, learning rate.
 
     rows: log.jsonl rows ({stage, epoch, lr, loss: {...}, val: {...}}). The chosen epoch (0-based, as in
     results.json) is a red vertical line in every panel, with the HM value marked.
     """
-    fig = _figure(14.5, 4.3)
+    fig = new_figure(14.5, 4.3)
     ax_loss, ax_val, ax_lr = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.25, 1.25, 0.8]})
     by_stage = {s: sorted((r for r in rows if r.get("stage") == s), key=lambda r: r["epoch"]) for s in (1, 2)}
     terms = []
@@ -108,11 +109,11 @@ def plot_training_curves(rows: list[dict], best_epoch: int | None, path: str | P
         x = [r["epoch"] for r in s1]
         for key, color, label in (("seen", SEEN_COLOR, "S (seen)"), ("unseen", UNSEEN_COLOR, "U (unseen)"),
                                   ("hm", HM_COLOR, "HM")):
-            ax_val.plot(x, _pct([r["val"][key] for r in s1]), "-o", ms=3.5, color=color, label=label,
+            ax_val.plot(x, percent([r["val"][key] for r in s1]), "-o", ms=3.5, color=color, label=label,
                         lw=2.0 if key == "hm" else 1.4)
         s2 = [r for r in by_stage[2] if r.get("val_trained_on")]
         if s2:
-            ax_val.plot([r["epoch"] for r in s2], _pct([r["val_trained_on"]["hm"] for r in s2]), ":", color=HM_COLOR,
+            ax_val.plot([r["epoch"] for r in s2], percent([r["val_trained_on"]["hm"] for r in s2]), ":", color=HM_COLOR,
                         alpha=0.7, label="HM, stage 2 (val videos are training data)")
         if best_epoch is not None:
             best = [r for r in s1 if r["epoch"] == best_epoch]
@@ -152,23 +153,23 @@ def plot_training_curves(rows: list[dict], best_epoch: int | None, path: str | P
         ax.grid(True, alpha=0.3, linewidth=0.6)
         if rows:
             ax.xaxis.get_major_locator().set_params(integer=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------------
 # calibration (beta) and seen-unseen curves
 # ------------------------------------------------------------------------------------------------------
-@_themed
+@themed
 def plot_calibration(test_grid: dict, val_grid: dict | None, beta: float, test_at_beta: dict | None,
                      ausuc_test: float | None, ausuc_val: float | None, path: str | Path) -> Path:
     """Test S/U/HM over the beta grid (solid), the validation curve (dashed), the chosen beta marked."""
-    fig = _figure(8.6, 4.8)
+    fig = new_figure(8.6, 4.8)
     ax = fig.subplots()
     b = np.asarray(test_grid["beta"], dtype=np.float64)
     for key, color, label in (("seen", SEEN_COLOR, "S"), ("unseen", UNSEEN_COLOR, "U"), ("hm", HM_COLOR, "HM")):
-        ax.plot(b, _pct(test_grid[key]), "-", color=color, lw=2.0, label=f"test {label}")
+        ax.plot(b, percent(test_grid[key]), "-", color=color, lw=2.0, label=f"test {label}")
         if val_grid:
-            ax.plot(np.asarray(val_grid["beta"]), _pct(val_grid[key]), "--", color=color, lw=1.2, alpha=0.8,
+            ax.plot(np.asarray(val_grid["beta"]), percent(val_grid[key]), "--", color=color, lw=1.2, alpha=0.8,
                     label=f"val {label}")
     ax.axvline(beta, color=CHOSEN_COLOR, ls=":", lw=1.6, label=f"chosen β = {beta:.3f} (on val)")
     if test_at_beta:
@@ -193,21 +194,21 @@ def plot_calibration(test_grid: dict, val_grid: dict | None, beta: float, test_a
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3, linewidth=0.6)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), framealpha=0.85)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-@_themed
+@themed
 def plot_seen_unseen(curve_u: np.ndarray | None, curve_s: np.ndarray | None, grid: dict | None,
                      chosen: dict | None, ausuc: float | None, path: str | Path) -> Path:
     """The seen-unseen curve: U on x, S on y, exact over all beta (if given), grid points, chosen point."""
-    fig = _figure(5.8, 6.2)
+    fig = new_figure(5.8, 6.2)
     ax = fig.subplots()
     if curve_u is not None and curve_s is not None:
-        u, s = _pct(curve_u), _pct(curve_s)
+        u, s = percent(curve_u), percent(curve_s)
         ax.fill_between(u, s, color=SEEN_COLOR, alpha=0.12, lw=0)
         ax.plot(u, s, "-", color=SEEN_COLOR, lw=2, label="test, exact over all β")
     if grid:
-        ax.plot(_pct(grid["unseen"]), _pct(grid["seen"]), "o", color="grey", ms=3.5, alpha=0.8,
+        ax.plot(percent(grid["unseen"]), percent(grid["seen"]), "o", color="grey", ms=3.5, alpha=0.8,
                 label="test, β grid points")
     if chosen:
         ax.plot([100 * chosen["unseen"]], [100 * chosen["seen"]], "*", color=CHOSEN_COLOR, mec="black", ms=16,
@@ -229,191 +230,37 @@ def plot_seen_unseen(curve_u: np.ndarray | None, curve_s: np.ndarray | None, gri
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3, linewidth=0.6)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, framealpha=0.85)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------------
 # per-class accuracy
 # ------------------------------------------------------------------------------------------------------
-def _shown(order: np.ndarray, cap: int) -> tuple[np.ndarray, bool]:
-    """At most `cap` entries of a sorted order: all, or the cap//2 lowest and cap - cap//2 highest."""
-    if len(order) <= cap:
-        return order, False
-    lo = cap // 2
-    return np.r_[order[:lo], order[len(order) - (cap - lo):]], True
-
-
-@_themed
-def plot_class_accuracy(names: list[str], acc: np.ndarray, seen: np.ndarray, beta: float, path: str | Path,
-                        cap: int = MAX_BARS) -> Path:
-    """Horizontal bars, one panel for seen and one for unseen classes, each sorted (lowest at the top).
-
-    Classes without test videos (NaN accuracy) are left out, as in the S/U means. More than `cap` classes in
-    a panel: the cap/2 lowest and cap/2 highest are drawn, separated by a dashed line, and the title says so.
-    The dashed vertical line is the panel's mean: S for the seen panel, U for the unseen one.
-    """
-    acc = np.asarray(acc, dtype=np.float64)
-    seen = np.asarray(seen, dtype=bool)
-    panels = []
-    for is_seen, color, label in ((True, SEEN_COLOR, "seen"), (False, UNSEEN_COLOR, "unseen")):
-        cols = np.flatnonzero((seen == is_seen) & ~np.isnan(acc))
-        order = cols[np.lexsort((cols, acc[cols]))]  # ascending accuracy, ties by column
-        shown, capped = _shown(order, cap)
-        panels.append((label, color, cols, shown, capped))
-    n_rows = max([len(p[3]) for p in panels] + [1])
-    fig = _figure(13.0, max(3.0, 1.3 + 0.24 * n_rows))
-    axes = fig.subplots(1, 2)
-    for ax, (label, color, cols, shown, capped) in zip(axes, panels):
-        if len(cols) == 0:
-            ax.text(0.5, 0.5, f"no {label} test classes", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-            continue
-        y = np.arange(len(shown))[::-1]  # lowest accuracy at the top
-        vals = 100 * acc[shown]
-        ax.barh(y, vals, color=color, alpha=0.85, height=0.75)
-        ax.set_yticks(y)
-        ax.set_yticklabels([names[c] for c in shown], fontsize=8 if len(shown) > 25 else 9)
-        for yi, v in zip(y, vals):
-            ax.text(min(v + 1, 101), yi, f"{v:.0f}", va="center", fontsize=7.5)
-        if capped:
-            lo = cap // 2
-            ax.axhline(y[lo - 1] - 0.5, color="black", ls="--", lw=0.8)
-        mean = 100 * float(np.mean(acc[cols]))
-        ax.axvline(mean, color="black", ls="--", lw=1.2)
-        title = (f"{label.capitalize()} classes ({len(cols)}) at β = {beta:.3f}; "
-                 f"mean {'S' if label == 'seen' else 'U'} = {mean:.1f} (dashed)")
-        if capped:
-            title += f"\nshowing the {cap // 2} lowest and {cap - cap // 2} highest of {len(cols)}"
-        ax.set_title(title)
-        ax.set_xlabel("per-class accuracy (%)")
-        ax.set_xlim(0, 108)
-        ax.set_ylim(-0.7, len(shown) - 0.3)
-        ax.grid(True, axis="x", alpha=0.3, linewidth=0.6)
-    return _save(fig, path)
-
-
-# ------------------------------------------------------------------------------------------------------
-# embedding map
-# ------------------------------------------------------------------------------------------------------
-def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, str]:
-    """(N, D) -> (N, 2) and the method actually used ("pca", or "tsne" when scikit-learn is installed).
-
-    PCA: centre, then the top two right singular vectors (signs fixed so the largest |loading| is positive,
-    which makes the map deterministic). t-SNE needs scikit-learn, which is not a dependency: asking for it
-    without scikit-learn falls back to PCA (the returned method says which was used).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if method not in ("pca", "tsne"):
-        raise ValueError(f"unknown projection {method!r}; use 'pca' or 'tsne'")
-    if method == "tsne":
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            method = "pca"
-        else:
-            perplexity = float(max(2.0, min(30.0, (len(x) - 1) / 3)))
-            if len(x) > 3:
-                y = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(x)
-                return np.asarray(y, dtype=np.float64), "tsne"
-            method = "pca"
-    xc = x - x.mean(axis=0, keepdims=True)
-    if xc.shape[1] < 2 or not np.any(xc):
-        out = np.zeros((len(x), 2))
-        out[:, : min(2, xc.shape[1])] = xc[:, :2]
-        return out, "pca"
-    _, sv, vt = np.linalg.svd(xc, full_matrices=False)
-    comps = vt[:2]
-    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
-    comps = comps * np.where(signs == 0, 1, signs)[:, None]
-    y = xc @ comps.T
-    if y.shape[1] < 2:
-        y = np.c_[y, np.zeros(len(y))]
-    return y, "pca"
-
-
-@_themed
-def plot_embedding_map(video_emb: np.ndarray, video_seen: np.ndarray, class_emb: np.ndarray,
-                       class_names: list[str], class_seen: np.ndarray, path: str | Path, method: str = "pca",
-                       n_total: int | None = None, max_labels: int = MAX_LABELS,
-                       label_priority: np.ndarray | None = None,
-                       label_note: str = "unseen first") -> tuple[Path, str]:
-    """Videos (small dots) and class embeddings (large diamonds, labelled) in one 2-D projection.
-
-    Colour: blue = the video's true class / the class is seen, orange = unseen. Both sets are projected
-    together, so distances between a video and a class diamond are comparable (they are what the model
-    ranks). With more than `max_labels` classes only that many are named: those first in `label_priority`
-    (class columns; default: unseen classes first). Returns (path, method used).
-    """
-    video_emb, class_emb = np.asarray(video_emb, np.float64), np.asarray(class_emb, np.float64)
-    video_seen, class_seen = np.asarray(video_seen, bool), np.asarray(class_seen, bool)
-    xy, used = project_2d(np.vstack([video_emb, class_emb]), method)
-    v, c = xy[: len(video_emb)], xy[len(video_emb):]
-    fig = _figure(9.0, 7.6)
-    ax = fig.subplots()
-    for is_seen, color, label in ((True, SEEN_COLOR, "seen"), (False, UNSEEN_COLOR, "unseen")):
-        m = video_seen == is_seen
-        if m.any():
-            ax.scatter(v[m, 0], v[m, 1], s=18, color=color, alpha=0.55, lw=0,
-                       label=f"test videos of {label} classes ({int(m.sum())})")
-    for is_seen, color, label in ((True, SEEN_COLOR, "seen"), (False, UNSEEN_COLOR, "unseen")):
-        m = class_seen == is_seen
-        if m.any():
-            ax.scatter(c[m, 0], c[m, 1], s=110 if len(class_emb) <= 40 else 55, marker="D", color=color,
-                       edgecolor="black", lw=1.0, zorder=4,
-                       label=f"{label} class embeddings ({int(m.sum())})")
-    # labels: every class if few; otherwise the first max_labels of label_priority (default: unseen first)
-    if label_priority is None:
-        label_priority = np.r_[np.flatnonzero(~class_seen), np.flatnonzero(class_seen)]
-    for i in np.asarray(label_priority, dtype=int)[:max_labels]:
-        name = class_names[i] if len(class_names[i]) <= 28 else class_names[i][:27] + "…"
-        ax.annotate(name, (c[i, 0], c[i, 1]), textcoords="offset points", xytext=(6, 5), fontsize=8.5,
-                    zorder=5, annotation_clip=True,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
-    name = {"pca": "PCA", "tsne": "t-SNE"}[used]
-    title = f"Test embeddings: 2-D {name} of videos and class embeddings together"
-    if n_total is not None and n_total > len(video_emb):
-        title += f"\n{len(video_emb)} of {n_total} test videos (those stored in eval/test.npz)"
-    if len(class_names) > max_labels:
-        title += f"\nnames shown for {max_labels} of {len(class_names)} classes ({label_note})"
-    ax.set_title(title)
-    ax.set_xlabel(f"{name} 1")
-    ax.set_ylabel(f"{name} 2")
-    ax.grid(True, alpha=0.3, linewidth=0.6)
-    leg = ax.legend(loc="best", framealpha=0.85)
-    for h in leg.legend_handles:
-        if h is not None and hasattr(h, "set_sizes") and h.get_sizes()[0] < 50:
-            h.set_sizes([40])  # video dots: legible in the legend
-    return _save(fig, path), used
-
-
-# ------------------------------------------------------------------------------------------------------
-# several runs
-# ------------------------------------------------------------------------------------------------------
-@_themed
+@themed
 def plot_compare(runs: list[dict], path: str | Path) -> Path:
     """Several runs: test S and U over beta (left), their seen-unseen curves (right), chosen points marked.
 
     runs: [{"name", "grid": {beta, seen, unseen}, "test": {seen, unseen, beta, ausuc},
             "curve": (U, S) or None}]; without an exact curve the grid points are joined instead.
     """
-    fig = _figure(13.5, 6.6)
+    fig = new_figure(13.5, 6.6)
     ax_b, ax_su = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
     for i, run in enumerate(runs):
         color = f"C{i % 10}"
         t = run["test"]
         g = run.get("grid")
         if g:
-            ax_b.plot(g["beta"], _pct(g["seen"]), "-", color=color, lw=1.8)
-            ax_b.plot(g["beta"], _pct(g["unseen"]), "--", color=color, lw=1.8)
+            ax_b.plot(g["beta"], percent(g["seen"]), "-", color=color, lw=1.8)
+            ax_b.plot(g["beta"], percent(g["unseen"]), "--", color=color, lw=1.8)
         ax_b.plot([t["beta"]], [100 * t["seen"]], "o", color=color, mec="black", ms=7, zorder=5)
         ax_b.plot([t["beta"]], [100 * t["unseen"]], "s", color=color, mec="black", ms=7, zorder=5)
         label = f"{run['name']} (AUSUC {100 * t['ausuc']:.1f})"
         if run.get("curve") is not None:
             u, s = run["curve"]
-            ax_su.plot(_pct(u), _pct(s), "-", color=color, lw=1.8, label=label)
+            ax_su.plot(percent(u), percent(s), "-", color=color, lw=1.8, label=label)
         elif g:
             order = np.argsort(g["unseen"], kind="stable")
-            ax_su.plot(_pct(g["unseen"])[order], _pct(g["seen"])[order], "-", color=color, lw=1.8,
+            ax_su.plot(percent(g["unseen"])[order], percent(g["seen"])[order], "-", color=color, lw=1.8,
                        label=label + " [β grid]")
         ax_su.plot([100 * t["unseen"]], [100 * t["seen"]], "*", color=color, mec="black", ms=14, zorder=5)
     handles = [Line2D([], [], color=f"C{i % 10}", lw=2, label=r["name"]) for i, r in enumerate(runs)]
@@ -437,8 +284,7 @@ def plot_compare(runs: list[dict], path: str | Path) -> Path:
                  framealpha=0.85)
     for ax in (ax_b, ax_su):
         ax.grid(True, alpha=0.3, linewidth=0.6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_class_accuracy",
-           "plot_embedding_map", "plot_compare", "project_2d", "MAX_BARS", "MAX_LABELS", "DPI"]
+__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_compare", "MAX_BARS", "MAX_LABELS", "DPI"]

@@ -13,16 +13,20 @@ from __future__ import annotations
 import base64
 import html
 import json
-import zipfile
-from dataclasses import dataclass, field
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AvgzslError
 from ..io import write_errors, write_text
-from ..metrics import Nearest, gzsl_metrics, predict_columns, seen_unseen_curve
-from . import plots
+from ..metrics import seen_unseen_curve
+from ..runfolder import RunFolder
+from ..runlock import run_lock
+from . import class_plots, plots
+from .runfiles import RunFiles, TestAnalysis, analyse_test, confused_pairs, load_run
+
+log = logging.getLogger("avgzsl.reports")
 
 SECTIONS = {  # id -> heading
     "headline": "Headline",
@@ -33,158 +37,6 @@ SECTIONS = {  # id -> heading
     "embedding-map": "Embedding map",
 }
 PNG_NAMES = ("training.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
-NPZ_KEYS = ("nearest_seen_col", "nearest_seen_dist", "nearest_unseen_col", "nearest_unseen_dist", "labels",
-            "class_ids", "seen_mask")
-
-
-# ------------------------------------------------------------------------------------------------------
-# reading a run folder
-# ------------------------------------------------------------------------------------------------------
-@dataclass
-class RunFiles:
-    """What a run folder holds; each optional part is None when missing or unreadable (reason in `notes`)."""
-
-    path: Path
-    results: dict | None
-    rows: list[dict]
-    config_text: str | None
-    env: dict | None
-    timings: dict | None
-    test: dict | None  # arrays of eval/test.npz
-    notes: dict = field(default_factory=dict)  # file name -> why it was not used
-
-    @property
-    def name(self) -> str:
-        return self.path.resolve().name
-
-
-def _read_json(path: Path, notes: dict) -> dict | None:
-    if not path.exists():
-        notes[path.name] = "missing"
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        notes[path.name] = f"unreadable ({type(e).__name__}: {e})"
-        return None
-
-
-def load_run(run_dir: str | Path, need_results: bool = False) -> RunFiles:
-    """Read a run folder. Not a folder, or neither results.json nor log.jsonl in it -> AvgzslError."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise AvgzslError(f"{path}: no such run folder")
-    if not (path / "results.json").exists() and not (path / "log.jsonl").exists():
-        raise AvgzslError(f"{path}: not a run folder (no results.json or log.jsonl; see docs/protocol.md)")
-    if need_results and not (path / "results.json").exists():
-        raise AvgzslError(f"{path}: the run has not finished (no results.json)")
-    notes: dict[str, str] = {}
-    results = _read_json(path / "results.json", notes)
-    if results is None and need_results:
-        raise AvgzslError(f"{path / 'results.json'}: {notes['results.json']}")
-    if results is not None and not isinstance(results.get("test"), dict):
-        if need_results:
-            raise AvgzslError(f"{path / 'results.json'}: no 'test' results in it")
-        notes["results.json"] = "has no 'test' results"
-        results = None
-    rows = []
-    log_path = path / "log.jsonl"
-    if log_path.exists():
-        for i, line in enumerate(log_path.read_text().splitlines()):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                notes["log.jsonl"] = f"line {i + 1} is not JSON (skipped)"
-                continue
-            if isinstance(row, dict) and "stage" in row and "epoch" in row:
-                rows.append(row)
-    else:
-        notes["log.jsonl"] = "missing"
-    config_text = (path / "config.yaml").read_text() if (path / "config.yaml").exists() else None
-    if config_text is None:
-        notes["config.yaml"] = "missing"
-    env = _read_json(path / "env.json", notes)
-    timings = _read_json(path / "timings.json", notes)
-    test = None
-    npz = path / "eval" / "test.npz"
-    if npz.exists():
-        try:
-            with np.load(npz, allow_pickle=False) as f:
-                test = {k: f[k] for k in f.files}
-            missing = [k for k in NPZ_KEYS if k not in test]
-            if missing:
-                notes["eval/test.npz"] = "lacks " + ", ".join(missing)
-                test = None
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            notes["eval/test.npz"] = f"unreadable ({type(e).__name__}: {e})"
-            test = None
-    else:
-        notes["eval/test.npz"] = "missing"
-    return RunFiles(path, results, rows, config_text, env, timings, test, notes)
-
-
-# ------------------------------------------------------------------------------------------------------
-# test-set analysis at the chosen beta (all through avgzsl.metrics)
-# ------------------------------------------------------------------------------------------------------
-@dataclass
-class TestAnalysis:
-    beta: float
-    class_ids: np.ndarray  # (C,) candidate class ids
-    class_names: list[str]  # (C,)
-    seen_mask: np.ndarray  # (C,)
-    counts: np.ndarray  # (C,) test videos per candidate class
-    accuracy: np.ndarray  # (C,) per-class accuracy at beta (NaN: no videos)
-    label_cols: np.ndarray  # (N,)
-    pred_cols: np.ndarray  # (N,)
-    summary: dict  # S/U/HM/ZSL/AUSUC recomputed at beta
-    nearest: Nearest
-
-
-def nearest_from_npz(test: dict) -> Nearest:
-    return Nearest(np.asarray(test["nearest_seen_col"]), np.asarray(test["nearest_seen_dist"]),
-                   np.asarray(test["nearest_unseen_col"]), np.asarray(test["nearest_unseen_dist"]))
-
-
-def analyse_test(test: dict, beta: float) -> TestAnalysis:
-    """Predictions, per-class accuracy and S/U/HM of eval/test.npz at `beta`."""
-    nearest = nearest_from_npz(test)
-    class_ids = np.asarray(test["class_ids"])
-    seen_mask = np.asarray(test["seen_mask"], dtype=bool)
-    labels = np.asarray(test["labels"])
-    res = gzsl_metrics(nearest, labels, class_ids, seen_mask, np.array([beta]))
-    label_cols = np.searchsorted(class_ids, labels)
-    names = ([str(n) for n in test["class_names"]] if "class_names" in test
-             else [f"class {int(c)}" for c in class_ids])
-    return TestAnalysis(beta=float(beta), class_ids=class_ids, class_names=names, seen_mask=seen_mask,
-                        counts=np.bincount(label_cols, minlength=len(class_ids)),
-                        accuracy=np.asarray(res.class_accuracy, dtype=np.float64), label_cols=label_cols,
-                        pred_cols=predict_columns(nearest, beta), summary=res.summary(), nearest=nearest)
-
-
-def confused_pairs(an: TestAnalysis, k: int = 15) -> list[dict]:
-    """The top-k off-diagonal cells of the confusion matrix at the chosen beta.
-
-    Order: count (descending), then share of the true class's videos (descending), then true, predicted
-    column. share = count / test videos of the true class.
-    """
-    C = len(an.class_ids)
-    cm = np.bincount(an.label_cols * C + an.pred_cols, minlength=C * C).reshape(C, C)
-    np.fill_diagonal(cm, 0)
-    t, p = np.nonzero(cm)
-    counts = cm[t, p]
-    share = counts / an.counts[t]
-    order = np.lexsort((p, t, -share, -counts))[:k]
-    out = []
-    for i in order:
-        ti, pi = int(t[i]), int(p[i])
-        out.append({"true_col": ti, "pred_col": pi, "true_id": int(an.class_ids[ti]),
-                    "pred_id": int(an.class_ids[pi]), "true_name": an.class_names[ti],
-                    "pred_name": an.class_names[pi], "true_seen": bool(an.seen_mask[ti]),
-                    "pred_seen": bool(an.seen_mask[pi]), "count": int(counts[i]), "share": float(share[i]),
-                    "true_videos": int(an.counts[ti])})
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -230,6 +82,11 @@ def _kv_table(d: dict, table_id: str) -> str:
     return f'<table id="{table_id}">' + "".join(rows) + "</table>"
 
 
+def _missing(run: RunFiles, name: str, default: str = "missing") -> str:
+    """`name: why it was not used` (name: a run folder file, as in RunFiles.notes)."""
+    return f"{name}: {run.notes.get(name, default)}"
+
+
 def _section(sid: str, body: str) -> str:
     return f'<section id="{sid}">\n<h2>{_e(SECTIONS[sid])}</h2>\n{body}\n</section>\n'
 
@@ -241,7 +98,7 @@ def _headline(run: RunFiles, an: TestAnalysis | None) -> str:
     r = run.results
     parts = []
     if r is None:
-        parts.append(_note(f"results.json: {run.notes.get('results.json', 'missing')} — the run has not "
+        parts.append(_note(f"{_missing(run, RunFolder.RESULTS)} — the run has not "
                            "finished; only the training curves can be drawn."))
     else:
         cols = ("seen", "unseen", "hm", "zsl")
@@ -276,10 +133,10 @@ def _headline(run: RunFiles, an: TestAnalysis | None) -> str:
             parts.append(f'<p class="{"muted" if ok else "note"}" id="recomputed">{_e(msg)}</p>')
     parts.append('<h3 id="config">Config (config.yaml)</h3>')
     parts.append(f"<pre>{_e(run.config_text)}</pre>" if run.config_text is not None
-                 else _note("config.yaml: missing"))
+                 else _note(_missing(run, RunFolder.CONFIG)))
     parts.append('<h3 id="environment">Versions and device (env.json)</h3>')
     parts.append(_kv_table(run.env, "env-table") if run.env is not None
-                 else _note(f"env.json: {run.notes.get('env.json', 'missing')}"))
+                 else _note(_missing(run, RunFolder.ENV)))
     parts.append('<h3 id="timings">Timings (timings.json)</h3>')
     if run.timings is not None:
         tm = dict(run.timings)
@@ -290,13 +147,13 @@ def _headline(run: RunFiles, an: TestAnalysis | None) -> str:
             tm["mean stage-1 epoch (train + val), s"] = round(float(np.mean([r_["time_s"] for r_ in s1])), 3)
         parts.append(_kv_table(tm, "timings-table"))
     else:
-        parts.append(_note(f"timings.json: {run.notes.get('timings.json', 'missing')}"))
+        parts.append(_note(_missing(run, RunFolder.TIMINGS)))
     return _section("headline", "\n".join(parts))
 
 
 def _training(run: RunFiles, png_dir: Path, written: list) -> str:
     if not run.rows:
-        return _section("training", _note(f"log.jsonl: {run.notes.get('log.jsonl', 'no epoch rows')} — "
+        return _section("training", _note(f"{_missing(run, RunFolder.LOG, 'no epoch rows')} — "
                                           "no training curves."))
     best = run.results.get("best_epoch") if run.results else None
     png = plots.plot_training_curves(run.rows, best, png_dir / "training.png")
@@ -307,7 +164,7 @@ def _training(run: RunFiles, png_dir: Path, written: list) -> str:
             "(mean over the epoch's batches), stage 1 solid, stage 2 dashed. Middle: validation S/U/HM after each "
             "stage-1 epoch, each at its own best β. Right: learning rate. The red dotted line is the chosen "
             "epoch (first epoch with the highest validation HM); stage 2 trains for chosen + 1 epochs.</p>")
-    note = _note("log.jsonl: " + run.notes["log.jsonl"]) if "log.jsonl" in run.notes else ""
+    note = _note(_missing(run, RunFolder.LOG)) if RunFolder.LOG in run.notes else ""
     return _section("training", text + note + _img(png, "training curves"))
 
 
@@ -334,7 +191,7 @@ def _calibration(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written:
         curve_u, curve_s = U, S
     else:
         curve_u = curve_s = None
-        parts.append(_note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — the seen–unseen curve "
+        parts.append(_note(f"{_missing(run, RunFolder.TEST_EVAL)} — the seen–unseen curve "
                            "shows the β-grid points only."))
     if curve_u is not None or curves.get("test_grid"):
         png = plots.plot_seen_unseen(curve_u, curve_s, curves.get("test_grid"), t, t.get("ausuc"),
@@ -350,9 +207,9 @@ def _calibration(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written:
 
 def _class_accuracy(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list, cap: int) -> str:
     if an is None:
-        return _section("class-accuracy", _note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — "
+        return _section("class-accuracy", _note(f"{_missing(run, RunFolder.TEST_EVAL)} — "
                                                 "no per-class accuracy."))
-    png = plots.plot_class_accuracy(an.class_names, an.accuracy, an.seen_mask, an.beta,
+    png = class_plots.plot_class_accuracy(an.class_names, an.accuracy, an.seen_mask, an.beta,
                                     png_dir / "class_accuracy.png", cap=cap)
     written.append(png)
     valid = ~np.isnan(an.accuracy)
@@ -382,7 +239,7 @@ def _class_accuracy(run: RunFiles, an: TestAnalysis | None, png_dir: Path, writt
 
 def _confusions(run: RunFiles, an: TestAnalysis | None, k: int) -> str:
     if an is None:
-        return _section("confusions", _note(f"eval/test.npz: {run.notes.get('eval/test.npz', 'missing')} — "
+        return _section("confusions", _note(f"{_missing(run, RunFolder.TEST_EVAL)} — "
                                             "no confusion table."))
     pairs = confused_pairs(an, k)
     wrong = int((an.pred_cols != an.label_cols).sum())
@@ -411,8 +268,8 @@ def _confusions(run: RunFiles, an: TestAnalysis | None, k: int) -> str:
 def _embedding_map(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list, method: str) -> str:
     test = run.test
     if test is None or "embeddings" not in test or "class_embeddings" not in test or len(test["embeddings"]) == 0:
-        why = run.notes.get("eval/test.npz", "holds no embeddings")
-        return _section("embedding-map", _note(f"eval/test.npz: {why} — no embedding map."))
+        return _section("embedding-map", _note(f"{_missing(run, RunFolder.TEST_EVAL, 'holds no embeddings')} — "
+                                               "no embedding map."))
     class_ids = np.asarray(test["class_ids"])
     seen_mask = np.asarray(test["seen_mask"], bool)
     emb = np.asarray(test["embeddings"])
@@ -426,7 +283,7 @@ def _embedding_map(run: RunFiles, an: TestAnalysis | None, png_dir: Path, writte
     if an is not None:  # name the least accurate classes first (NaN: no test videos -> last)
         priority, note = np.lexsort((np.arange(len(an.accuracy)), np.nan_to_num(an.accuracy, nan=2.0))), \
             "least accurate first"
-    png, used = plots.plot_embedding_map(emb, video_seen, np.asarray(test["class_embeddings"]), names, seen_mask,
+    png, used = class_plots.plot_embedding_map(emb, video_seen, np.asarray(test["class_embeddings"]), names, seen_mask,
                                          png_dir / "embedding_map.png", method=method, n_total=len(test["labels"]),
                                          label_priority=priority, label_note=note)
     written.append(png)
@@ -462,7 +319,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, embeddin
     """
     if embedding not in ("pca", "tsne"):
         raise AvgzslError(f"embedding projection {embedding!r}: use 'pca' or 'tsne'")
-    from ..runlog import run_lock
     # the run folder's lock: never a report of a run that another process is rewriting; once held,
     # PNG and HTML temporaries of an earlier, killed report are removed
     with run_lock(run_dir, create=False, required=False):
@@ -471,7 +327,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, embeddin
 
 def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, top_k: int, max_classes: int) -> Path:
     run = load_run(run_dir)
-    out = Path(out) if out is not None else run.path / "report.html"
+    out = Path(out) if out is not None else RunFolder(run.path).report_path
     png_dir = out.parent / out.stem
     with write_errors(png_dir):
         png_dir.mkdir(parents=True, exist_ok=True)
@@ -480,7 +336,7 @@ def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, t
         try:
             an = analyse_test(run.test, float(run.results["test"]["beta"]))
         except (KeyError, ValueError) as e:
-            run.notes["eval/test.npz"] = f"inconsistent with results.json ({e})"
+            run.notes[RunFolder.TEST_EVAL] = f"inconsistent with results.json ({e})"
     written: list[Path] = []
     body = [_headline(run, an), _training(run, png_dir, written), _calibration(run, an, png_dir, written),
             _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k),
@@ -503,4 +359,17 @@ def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, t
     return out
 
 
-__all__ = ["write_report", "load_run", "analyse_test", "confused_pairs", "RunFiles", "TestAnalysis", "SECTIONS"]
+def report_finished_run(run_dir: str | Path) -> Path | None:
+    """The report a command writes at the end of a run: `write_report(run_dir)`, where any failure is one
+    warning instead of an error (a plotting problem must not fail a finished run). The HTML path, or None."""
+    try:
+        return write_report(run_dir)
+    except Exception as e:  # noqa: BLE001
+        log.warning("%s: could not write report.html (%s: %s); try `avgzsl report %s`", run_dir,
+                    type(e).__name__, e, run_dir)
+        return None
+
+
+# load_run, analyse_test and confused_pairs live in reports/runfiles.py; also importable from here
+__all__ = ["write_report", "report_finished_run", "load_run", "analyse_test", "confused_pairs", "RunFiles",
+           "TestAnalysis", "SECTIONS"]

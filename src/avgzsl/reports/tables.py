@@ -2,18 +2,20 @@
 
 Layout as in the paper: one row per method, columns = datasets × (S, U, HM, ZSL), in percent. Below each
 of our rows, the paper's number and the difference (ours − paper). Std is the sample standard deviation
-over seeds (ddof=1; 0 for a single seed).
+over seeds (ddof=1; 0 for a single seed). `exps` are the runs of `avgzsl reproduce` (src/avgzsl/reproduce.py's
+Experiment: any object with dataset, variant.key, seed, out (its run folder) and done).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..io import write_text
+from ..models import list_models
+from ..runfolder import RunFolder
 from . import paper
 
 NOT_IMPLEMENTED = "not implemented"
@@ -23,7 +25,7 @@ def _results(exps, dataset: str, key: str) -> list[dict]:
     out = []
     for e in exps:
         if e.dataset == dataset and e.variant.key == key and e.done:
-            out.append(json.loads((e.out / "results.json").read_text()))
+            out.append(RunFolder(e.out).read_results())
     return out
 
 
@@ -42,13 +44,11 @@ def summarize(results: list[dict]) -> dict[str, tuple[float, float, int]]:
 
 def build_table(table: int, exps, datasets: list[str]) -> tuple[list[str], list[list[str]], list[dict]]:
     """(header, markdown rows, csv records) for one table."""
-    from ..models import list_models
-    from ..reproduce import table_rows
     order = [d for d in paper.DATASETS if d in datasets]
     header = ["method"] + [f"{paper.DATASET_TITLES[d]} {paper.METRIC_TITLES[m]}" for d in order for m in paper.METRICS]
     rows, records = [], []
     paper_rows = _paper_rows(table)
-    for label, key in table_rows(table, list_models()):
+    for label, key in paper.table_rows(table, list_models()):
         ref = paper_rows[label]
         if key is None:
             rows.append([f"{label} ({NOT_IMPLEMENTED})"] + [f"{ref[d][m]:.2f}" for d in order for m in paper.METRICS])
@@ -86,7 +86,7 @@ def _footnotes(exps, datasets: list[str], synthetic: bool) -> list[str]:
         settings = set()
         for e in exps:
             if e.dataset == d and e.done:
-                r = json.loads((e.out / "results.json").read_text())
+                r = RunFolder(e.out).read_results()
                 settings.add((r.get("text_alignment"), r.get("split"), r.get("feature_set")))
         for align, split, feats in sorted(settings, key=str):
             ref = "follows the reference code's class/text pairing" if align == "reference_order" else \

@@ -1,21 +1,11 @@
-"""Loss terms, each a plain function checked against an explicit loop in tests/test_losses.py.
-
-Registry: `LOSSES[name]` maps a loss-term name used in configs and logs to its function.
-"""
+"""Loss terms of ClipClap-GZSL and MFT over embeddings, each a plain function checked against an explicit
+loop in tests/test_losses.py. Registered by name in `avgzsl.losses.LOSSES`."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-LOSSES: dict[str, callable] = {}
-
-
-def register_loss(name: str):
-    def wrap(fn):
-        LOSSES[name] = fn
-        return fn
-    return wrap
-
+from .registry import register_loss
 
 @register_loss("ce")
 def embedding_cross_entropy(theta_o: torch.Tensor, theta_w_classes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

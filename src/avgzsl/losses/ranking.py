@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .losses import register_loss
+from .registry import register_loss
 
 NEGATIVES = ("random", "hardest")
 

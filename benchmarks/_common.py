@@ -36,13 +36,9 @@ def write(name: str, payload: dict, out: str | None = None) -> Path:
 
 
 def synthetic(like: str, scale: float, temporal: bool = False) -> Path:
-    """A synthetic benchmark in a cache folder (made once)."""
-    from avgzsl.cli import default_cache
-    from avgzsl.data.synthetic import make_synthetic
-    root = default_cache() / "bench" / f"{like}-scale{scale:g}{'-temporal' if temporal else ''}"
-    if not (root / "class-split").exists():
-        make_synthetic(like, root, scale=scale, seed=0, temporal=temporal)
-    return root
+    """A synthetic benchmark in the package's cache folder (made once; data/synthetic.py: synthetic_root)."""
+    from avgzsl.data.synthetic import synthetic_root
+    return synthetic_root(like, scale, 0, temporal=temporal)
 
 
 def in_subprocess(script: str, *args: str) -> dict:

@@ -96,7 +96,7 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
     if a.report_only:
-        from avgzsl.config import default_cache
+        from avgzsl.data.cache import default_cache
         from avgzsl.reports.tables import write_tables
         from avgzsl.reproduce import default_synthetic_roots, plan
         exps = plan(default_synthetic_roots(datasets, 1.0, default_cache()), tables, seeds, out, tuple(a.set))

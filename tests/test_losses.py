@@ -164,3 +164,39 @@ def test_cos_identical_same_class_is_zero():
     z = torch.tensor([[1.0, 2.0], [2.0, 4.0], [1.0, 0.0]])
     assert losses.pairwise_cosine(z, torch.tensor([3, 3, 1])).item() == pytest.approx(0.0, abs=1e-6)
     assert losses.pairwise_cosine(z, torch.tensor([1, 1, 1])).item() == pytest.approx(4 * (1 - 5 ** -0.5) / 6)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_nontarget_kl_loop(data, tau):
+    """The non-target KL: the text ranking of the wrong classes against p renormalised over them."""
+    theta_o, theta_w, text, target = data
+    tau_q = 0.25
+    q = losses.kl_target("nontarget", text, target, 0.0, tau_q)
+    expect = 0.0
+    for i in range(B):
+        y = int(target[i])
+        others = [k for k in range(K) if k != y]
+        q_i = _softmax([_cos(text[y], text[k]) / tau_q for k in others])
+        p_i = _softmax([_dot(theta_o[i], theta_w[k]) / tau for k in others])
+        for j, k in enumerate(others):
+            assert q[i, k].item() == pytest.approx(q_i[j], rel=1e-5)
+        assert q[i, y].item() == 0.0
+        expect += sum(a * (math.log(a) - math.log(b)) for a, b in zip(q_i, p_i))
+    got = losses.kl_divergence(theta_o, theta_w, q.double(), tau, exclude=target)
+    assert got.item() == pytest.approx(expect / B, rel=1e-5)
+
+
+def test_nontarget_kl_never_pushes_the_true_class(data):
+    """What makes `nontarget` more than a second cross-entropy: its gradient on each row's true-class
+    logit is exactly 0 (the mixed target's is not), so removing it cannot be undone by a CE weight."""
+    theta_o, theta_w, text, target = data
+    logits = (theta_o @ theta_w.t()).requires_grad_(True)  # (B, K): the scores as leaves
+    eye = torch.eye(K, dtype=torch.float64)  # theta_w = I turns theta_o @ theta_w.T into `logits`
+    q = losses.kl_target("nontarget", text, target, 0.0, 0.25).double()
+    losses.kl_divergence(logits, eye, q, exclude=target).backward()
+    assert torch.count_nonzero(logits.grad.gather(1, target[:, None])) == 0
+    assert logits.grad.abs().sum() > 0
+    mixed = losses.kl_target("mixed", text, target, 0.2, 0.25).double()
+    logits.grad = None
+    losses.kl_divergence(logits, eye, mixed).backward()
+    assert torch.count_nonzero(logits.grad.gather(1, target[:, None])) == B

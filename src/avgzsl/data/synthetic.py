@@ -304,21 +304,22 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
     return out
 
 
-def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, cache: str | Path | None = None,
-                   out: str | Path | None = None, progress: bool = False) -> Path:
+def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bool = False,
+                   cache: str | Path | None = None, out: str | Path | None = None, progress: bool = False) -> Path:
     """The folder of the synthetic `like` benchmark at (`scale`, `seed`), written on first use.
 
-    The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>` (`cache` defaults to
+    The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>[-temporal]` (`cache` defaults to
     `default_cache()`, data/cache.py), or `out` when given. A folder that holds `class-split/` is
     taken as written; otherwise `make_synthetic` writes it. Returns the folder.
     """
     if out is not None:
         root = Path(out)
     else:
-        root = (default_cache() if cache is None else Path(cache)) / "synthetic" / f"{like}-scale{scale:g}-seed{seed}"
+        root = (default_cache() if cache is None else Path(cache)) / "synthetic" / (
+            f"{like}-scale{scale:g}-seed{seed}" + ("-temporal" if temporal else ""))
     if not (root / "class-split").exists():
         log.info("writing the synthetic %s-like benchmark to %s", like, root)
-        make_synthetic(like, root, scale=scale, seed=seed, progress=progress)
+        make_synthetic(like, root, scale=scale, seed=seed, temporal=temporal, progress=progress)
     return root
 
 

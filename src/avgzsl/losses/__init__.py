@@ -5,7 +5,7 @@ from __future__ import annotations
 from .registry import LOSSES, register_loss
 from .embedding import (
     embedding_cross_entropy, regression, reconstruction, kl_divergence, smoothed_target,
-    semantic_target, mixed_target, kl_target, pairwise_cosine, cosine_consistency, KL_TARGETS,
+    semantic_target, nontarget_target, mixed_target, kl_target, pairwise_cosine, cosine_consistency, KL_TARGETS,
 )
 from .ranking import (
     margin_violations, devise_rank_loss, ale_rank_weights, ale_rank_loss, sje_max_loss,
@@ -19,6 +19,7 @@ __all__ = [
     "kl_divergence",
     "smoothed_target",
     "semantic_target",
+    "nontarget_target",
     "mixed_target",
     "kl_target",
     "pairwise_cosine",

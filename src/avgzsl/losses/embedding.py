@@ -30,17 +30,27 @@ def reconstruction(w: torch.Tensor, rho_o: torch.Tensor, rho_w: torch.Tensor) ->
 # (target distribution, temperature, pairing) is OUR choice, documented in docs/method.md.
 # ---------------------------------------------------------------------------------------------------
 
-KL_TARGETS = ("smoothed", "semantic", "mixed")
+KL_TARGETS = ("smoothed", "semantic", "mixed", "nontarget")
 
 
 @register_loss("kl")
 def kl_divergence(theta_o: torch.Tensor, theta_w_classes: torch.Tensor, q: torch.Tensor,
-                  tau: float = 1.0) -> torch.Tensor:
+                  tau: float = 1.0, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """KL(q || p), batch mean, with p = softmax(theta_o (B, E) . theta_w_classes (K, E)^T / tau).
 
     q (B, K) is a fixed target distribution (rows sum to 1; zeros allowed: 0 log 0 = 0). With a one-hot
-    q and tau = 1 this equals `embedding_cross_entropy` (the entropy of a one-hot q is 0)."""
-    log_p = F.log_softmax(theta_o @ theta_w_classes.t() / tau, dim=1)  # (B, K)
+    q and tau = 1 this equals `embedding_cross_entropy` (the entropy of a one-hot q is 0).
+
+    exclude (B,) class indices: p is renormalised over the other K - 1 classes of each row (q must be 0
+    there), the non-target term of decoupled knowledge distillation (Zhao et al., CVPR 2022). Its
+    gradient on the excluded logit is exactly 0, so it only shapes how the wrong classes are ranked
+    against each other and can never act as a second cross-entropy."""
+    logits = theta_o @ theta_w_classes.t() / tau  # (B, K)
+    if exclude is None:
+        log_p = F.log_softmax(logits, dim=1)  # (B, K)
+    else:
+        own = F.one_hot(exclude, logits.shape[1]).bool()  # (B, K)
+        log_p = F.log_softmax(logits.masked_fill(own, float("-inf")), dim=1).masked_fill(own, 0.0)  # (B, K)
     return (torch.special.xlogy(q, q) - q * log_p).sum(dim=1).mean()
 
 
@@ -66,9 +76,23 @@ def mixed_target(class_text: torch.Tensor, target: torch.Tensor, eps: float, tau
     return (1.0 - eps) * one_hot + eps * semantic_target(class_text, target, tau_q)
 
 
+def nontarget_target(class_text: torch.Tensor, target: torch.Tensor, tau_q: float) -> torch.Tensor:
+    """(B, K): softmax over the classes k != y_i of cos(text[y_i], text[k]) / tau_q, and 0 at y_i: how
+    the text ranks the wrong classes, with the true class (cosine 1 with itself) left out, so low text
+    similarities still give a spread-out target instead of a near one-hot one."""
+    with torch.no_grad():
+        t = F.normalize(class_text.float(), dim=1)  # (K, Dt)
+        sim = (t[target] @ t.t()) / tau_q  # (B, K)
+        own = F.one_hot(target, class_text.shape[0]).bool()  # (B, K)
+        return F.softmax(sim.masked_fill(own, float("-inf")), dim=1)
+
+
 def kl_target(kind: str, class_text: torch.Tensor, target: torch.Tensor, eps: float,
               tau_q: float) -> torch.Tensor:
-    """The target q (B, K) of `kl_divergence`: kind in KL_TARGETS."""
+    """The target q (B, K) of `kl_divergence`: kind in KL_TARGETS (`nontarget` goes with
+    `kl_divergence(..., exclude=target)`)."""
+    if kind == "nontarget":
+        return nontarget_target(class_text, target, tau_q)
     if kind == "smoothed":
         return smoothed_target(target, class_text.shape[0], eps)
     if kind == "semantic":

@@ -88,12 +88,13 @@ class MFTConfig:
     #                                  (one text pass per step; faster, BatchNorm statistics over K classes)
     # --- l_kl (Table 4 "l - l_kl": lambda_kl=0) ---
     lambda_kl: float = setting(1.0, WEIGHT)  # weight of l_kl; 0 switches the term off (it is still logged, detached)
-    kl_target: str = "mixed"  # smoothed: one-hot with label smoothing kl_eps | semantic: softmax of
+    kl_target: str = "nontarget"  # smoothed: one-hot with label smoothing kl_eps | semantic: softmax of
     #                           the raw text cosine similarities / kl_tau_q | mixed: (1-eps) one-hot
-    #                           + eps semantic
+    #                           + eps semantic | nontarget: semantic over the wrong classes only, against
+    #                           p renormalised over them (zero gradient on the true class's logit)
     kl_tau: float = setting(1.0, POSITIVE)  # temperature τ of the predicted distribution p = softmax(θo·θwᵀ / τ)
     kl_eps: float = setting(0.2, FRACTION)  # smoothing / mixing weight ε (smoothed, mixed)
-    kl_tau_q: float = setting(0.1, POSITIVE)  # temperature τ_q of the semantic target (semantic, mixed)
+    kl_tau_q: float = setting(0.1, POSITIVE)  # temperature τ_q of the semantic target (semantic, mixed, nontarget)
     # --- l_cos (Table 4 "l - l_cos": lambda_cos=0) ---
     lambda_cos: float = setting(1.0, WEIGHT)  # weight of l_cos; 0 switches the term off (it is still logged, detached)
     cos_pairwise: bool = True  # add 1 - cos(θo_i, θo_j) over same-class pairs i != j of the batch
@@ -364,7 +365,8 @@ class MFT(GZSLModel):
         # l_kl and l_cos are always logged; with λ = 0 they are computed detached and not added
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.lambda_kl > 0):
             q = losses.kl_target(cfg.kl_target, class_text, target, cfg.kl_eps, cfg.kl_tau_q)  # (B, K)
-            terms["kl"] = losses.kl_divergence(theta_o, theta_w_all, q, cfg.kl_tau)
+            terms["kl"] = losses.kl_divergence(theta_o, theta_w_all, q, cfg.kl_tau,
+                                                exclude=target if cfg.kl_target == "nontarget" else None)
         with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.lambda_cos > 0):
             terms["cos"] = losses.cosine_consistency(theta_o, theta_w, target, pairwise=cfg.cos_pairwise)
         if cfg.lambda_kl > 0:

@@ -46,7 +46,6 @@ def main(argv=None) -> int:
                      _pct(te.get("unseen")), _pct(te.get("hm")), _pct(te.get("zsl"))])
     print(table(["run", "best epoch (0-based)", "stage-2 epochs", "val HM at best", "beta", "test S", "test U",
                  "test HM", "test ZSL"], rows) + "\n")
-    n = max(len(r["stage1"]) for r in runs)
 
     def per_epoch(title, fn, stage="stage1"):
         m = max(len(r[stage]) for r in runs)
@@ -69,7 +68,6 @@ def main(argv=None) -> int:
         per_epoch(f"stage 2: training loss `{term}`", lambda x, t=term: _f(x["loss"].get(t)), "stage2")
     per_epoch("stage 2: HM (%) on the validation set (trained on in stage 2)",
               lambda x: _pct(x.get("val", {}).get("hm")), "stage2")
-    del n
     return 0
 
 

@@ -70,7 +70,7 @@ def ours_step(model, opt, x_batch, class_text, target, double_bn: bool, ref_orde
         o = model.O_enc(model._inputs(x_batch))
         w = model.W_enc(class_text[target])
         model.O_proj(o), model.W_proj(w)
-    return {k: float(v) for k, v in terms.items() if k in ("ce", "reg", "rec")}
+    return {k: float(v.detach()) for k, v in terms.items() if k in ("ce", "reg", "rec")}
 
 
 def main(argv=None) -> int:

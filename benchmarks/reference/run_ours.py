@@ -19,6 +19,15 @@ our training in memory (see README.md, FINDINGS), to measure what each one does:
                BatchNorm updates and dropout draws only
   global_rng - the sampler draws from the global torch RNG (interleaved with dropout) instead of its own
                generator (the reference's WeightedRandomSampler draws from the global RNG)
+  exact      - everything the reference does to the global torch RNG, in its order, plus bn_order and
+               double_bn: per epoch the train DataLoader's base-seed draw, its 8 prefetched batches
+               (4 workers x prefetch 2), one batch drawn ahead before every step, each batch a
+               torch.multinomial(64, replacement) over per-video weights (1/n_classes)/class_size with the
+               videos ordered by class in the reference's class-id order (case-sensitive sort of all_class.txt)
+               and by file order within a class; after training, the validation pass's draws (base seed,
+               9 batches, the evaluation loader's base seed, 291 batches); training-class texts in the
+               reference's class order. Use with fused_adam=false, stage2_lr=reference (and
+               text_alignment=reference_order); the bench is needed, so it is set up in train_run.
 """
 from __future__ import annotations
 
@@ -64,7 +73,7 @@ def _emulate(names: set[str]) -> None:
     from avgzsl.data import sampler as sampler_mod
     from avgzsl.models import clipclap
 
-    unknown = names - {"double_bn", "bn_order", "global_rng"}
+    unknown = names - {"double_bn", "bn_order", "global_rng", "exact"}
     if unknown:
         raise SystemExit(f"--emulate: unknown {sorted(unknown)}")
 
@@ -130,17 +139,112 @@ def _emulate(names: set[str]) -> None:
         sampler_mod.ClassBalancedSampler.epoch = epoch
 
 
+def _emulate_exact(bench) -> None:
+    """The `exact` emulation (module docstring): the reference's global-RNG stream and call order."""
+    from collections import deque
+
+    import numpy as np
+    import torch
+
+    import avgzsl.protocol as protocol
+    from avgzsl import losses, train
+    from avgzsl.train import check_finite
+
+    names = bench.class_names
+    ref_rank = np.empty(len(names), np.int64)  # our class id -> the reference's (case-sensitive sort)
+    ref_rank[sorted(range(len(names)), key=lambda i: names[i])] = np.arange(len(names))
+    val_labels = np.concatenate([bench.splits["stage_1_val_seen"].labels, bench.splits["stage_1_val_unseen"].labels])
+
+    def ref_sampler(labels: np.ndarray):
+        """(video order, per-video weights) as the reference's WeightedRandomBatchSampler holds them."""
+        classes = sorted(np.unique(labels), key=lambda c: ref_rank[c])
+        rows = [np.flatnonzero(labels == c) for c in classes]
+        sizes = np.asarray([len(r) for r in rows])
+        w = np.repeat(1 / len(classes), len(classes)) / sizes
+        weights = torch.as_tensor(np.repeat(w, sizes), dtype=torch.double)
+        return torch.from_numpy(np.concatenate(rows)), weights
+
+    val_order, val_w = ref_sampler(val_labels)
+    orig_stage = protocol._train_stage
+
+    def train_stage(number, cfg, build, train_split, classes, *rest):
+        classes = np.asarray(sorted(classes, key=lambda c: ref_rank[c]))  # CE text rows in reference order
+        return orig_stage(number, cfg, build, train_split, classes, *rest)
+
+    protocol._train_stage = train_stage
+
+    def seed_draw():
+        torch.empty((), dtype=torch.int64).random_()
+
+    def train_one_epoch(model, optimizer, data, batches, class_text, local_index, progress=False, desc="train"):
+        n_batches, bs = batches.shape
+        order, weights = ref_sampler(data.labels.cpu().numpy())
+        model.train()
+        seed_draw()  # the train loader's base seed
+        queue, drawn = deque(), 0
+
+        def draw():
+            nonlocal drawn
+            if drawn < n_batches:
+                queue.append(order[torch.multinomial(weights, bs, True)])
+                drawn += 1
+
+        for _ in range(min(8, n_batches)):
+            draw()
+        sums, steps = {}, []
+        for _ in range(n_batches):
+            idx = queue.popleft()
+            draw()  # the loader puts the next index batch before handing this one out
+            b = data.take(idx)
+            target = local_index[data.labels[idx]]
+            o = model.O_enc(model._inputs(b))
+            w = model.W_enc(class_text[target])
+            theta_o = model.O_proj(o)
+            rho_o = model.D_o(theta_o)
+            theta_w = model.W_proj(w)
+            rho_w = model.D_w(theta_w)
+            theta_w_all = model.W_proj(model.W_enc(class_text))
+            terms = {"ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
+                     "reg": losses.regression(theta_o, theta_w), "rec": losses.reconstruction(w, rho_o, rho_w)}
+            loss = terms["rec"] + terms["reg"] + terms["ce"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            o2 = model.O_enc(model._inputs(b))  # the train loop's get_embeddings, in train mode
+            w2 = model.W_enc(class_text[target])
+            model.O_proj(o2), model.W_proj(w2)
+            terms = {**{k: v.detach() for k, v in terms.items()}, "total": loss.detach()}
+            for k, v in terms.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            steps.append(torch.stack([terms[k] for k in ("ce", "reg", "rec", "total")]))
+        check_finite(model, torch.stack(steps), ["ce", "reg", "rec", "total"], desc)
+        # the validation pass after the epoch draws only from the RNG (eval mode, no dropout)
+        seed_draw()
+        for _ in range(9):
+            torch.multinomial(val_w, bs, True)
+        seed_draw()  # the evaluation loader's base seed
+        for _ in range(n_batches - 9):
+            torch.multinomial(val_w, bs, True)
+        return {k: float(v) / n_batches for k, v in sums.items()}
+
+    train.train_one_epoch = train_one_epoch
+    protocol.train_one_epoch = train_one_epoch
+    del val_order
+
+
 def train_run(data: Path, run: Path, config: str, sets: list[str], threads: int, emulate: set[str]) -> float:
     import torch
     torch.set_num_threads(threads)
-    if emulate:
-        _emulate(emulate)
+    if emulate - {"exact"}:
+        _emulate(emulate - {"exact"})
     from avgzsl.config import load_config, resolve_config
     from avgzsl.data import load_benchmark
     from avgzsl.protocol import run_protocol
     cfg = load_config(resolve_config(config), sets)
     bench = load_benchmark(data, cache=False, split=cfg.split, feature_dir=cfg.feature_dir,
                            text_alignment=cfg.text_alignment)
+    if "exact" in emulate:
+        _emulate_exact(bench)
     t0 = time.perf_counter()
     run_protocol(cfg, bench, run)
     return time.perf_counter() - t0

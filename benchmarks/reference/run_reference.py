@@ -58,7 +58,7 @@ def _patch_scheduler_verbose(text: str) -> str:
 
 def _patch_del_missing_keys(text: str) -> str:
     """`del <name>['k']` -> `<name>.pop('k', None)` for the hip_blocks keys only."""
-    return re.sub(r"(?m)^(\s*)del (\w+)\[('\w*hip_blocks')\]\s*$", r"\1\2.pop(\3, None)", text)
+    return re.sub(r"(?m)^([ \t]*)del (\w+)\[('\w*hip_blocks')\][ \t]*$", r"\1\2.pop(\3, None)", text)
 
 
 PATCHES = [

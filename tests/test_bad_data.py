@@ -765,14 +765,7 @@ def finished_run(good_roots, tmp_path_factory):
     return run
 
 
-def _ckpt_set(key, value):
-    def change(c):
-        node = c
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return change
+from test_settings_guards import _set as _ckpt_set  # noqa: E402  (one checkpoint-editing helper)
 
 
 def _ckpt_bad_shape(c):

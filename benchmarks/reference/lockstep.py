@@ -48,29 +48,18 @@ def no_dropout(model):
 
 
 def ours_step(model, opt, x_batch, class_text, target, double_bn: bool, ref_order: bool):
-    from avgzsl import losses
+    from run_ours import reference_loss, reference_second_forward  # same folder: the one copy of both
     model.train()
     if ref_order:
-        o = model.O_enc(model._inputs(x_batch))
-        w = model.W_enc(class_text[target])
-        theta_o = model.O_proj(o)
-        rho_o = model.D_o(theta_o)
-        theta_w = model.W_proj(w)
-        rho_w = model.D_w(theta_w)
-        theta_w_all = model.W_proj(model.W_enc(class_text))
-        terms = {"ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-                 "reg": losses.regression(theta_o, theta_w), "rec": losses.reconstruction(w, rho_o, rho_w)}
-        loss = terms["rec"] + terms["reg"] + terms["ce"]
+        loss, terms = reference_loss(model, x_batch, class_text, target)
     else:
         loss, terms = model.loss(x_batch, class_text, target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if double_bn:
-        o = model.O_enc(model._inputs(x_batch))
-        w = model.W_enc(class_text[target])
-        model.O_proj(o), model.W_proj(w)
-    return {k: float(v.detach()) for k, v in terms.items() if k in ("ce", "reg", "rec")}
+        reference_second_forward(model, x_batch, class_text, target)
+    return {k: float(v) for k, v in terms.items() if k in ("ce", "reg", "rec")}
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,33 @@ import time
 from pathlib import Path
 
 
+
+def reference_loss(model, batch, class_text, target):
+    """ClipClap's loss with the reference's order of module calls (it encodes the batch text with W_enc
+    between O_enc and O_proj, and the class texts for CE last; total = rec + reg + ce), so BatchNorm
+    statistics and dropout masks are drawn in its order. Returns (total, terms)."""
+    from avgzsl import losses
+    o = model.O_enc(model._inputs(batch))
+    w = model.W_enc(class_text[target])
+    theta_o = model.O_proj(o)
+    rho_o = model.D_o(theta_o)
+    theta_w = model.W_proj(w)
+    rho_w = model.D_w(theta_w)
+    theta_w_all = model.W_proj(model.W_enc(class_text))
+    terms = {"ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
+             "reg": losses.regression(theta_o, theta_w), "rec": losses.reconstruction(w, rho_o, rho_w)}
+    return terms["rec"] + terms["reg"] + terms["ce"], terms
+
+
+def reference_second_forward(model, batch, class_text, target) -> None:
+    """What the reference's train loop does after every step (its get_embeddings, in train mode): a
+    forward of O_enc/W_enc/O_proj/W_proj that updates their BatchNorm statistics a second time."""
+    o = model.O_enc(model._inputs(batch))
+    w = model.W_enc(class_text[target])
+    model.O_proj(o)
+    model.W_proj(w)
+
+
 def convert(run: Path) -> dict:
     rows = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
     res = json.loads((run / "results.json").read_text())
@@ -69,7 +96,7 @@ def _emulate(names: set[str]) -> None:
     """Monkeypatch avgzsl in memory with the reference behaviours in `names` (see the module docstring)."""
     import torch
 
-    from avgzsl import losses, train
+    from avgzsl import train
     from avgzsl.data import sampler as sampler_mod
     from avgzsl.models import clipclap
 
@@ -79,18 +106,7 @@ def _emulate(names: set[str]) -> None:
 
     if "bn_order" in names:
         def loss(self, batch, class_text, target):
-            x = self._inputs(batch)
-            o = self.O_enc(x)
-            # the reference encodes the batch text with W_enc between O_enc and O_proj
-            w = self.W_enc(class_text[target])
-            theta_o = self.O_proj(o)
-            rho_o = self.D_o(theta_o)
-            theta_w = self.W_proj(w)
-            rho_w = self.D_w(theta_w)
-            theta_w_all = self.W_proj(self.W_enc(class_text))
-            terms = {"ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-                     "reg": losses.regression(theta_o, theta_w), "rec": losses.reconstruction(w, rho_o, rho_w)}
-            total = terms["rec"] + terms["reg"] + terms["ce"]
+            total, terms = reference_loss(self, batch, class_text, target)
             return total, {**{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
 
         clipclap.ClipClap.loss = loss
@@ -103,12 +119,7 @@ def _emulate(names: set[str]) -> None:
 
             def step(*a, **kw):
                 out = orig_step(*a, **kw)
-                b = step.batch
-                # what the reference's get_embeddings does in train mode after the step, in its order
-                o = model.O_enc(model._inputs(b))
-                w = model.W_enc(class_text[step.target])
-                model.O_proj(o)
-                model.W_proj(w)
+                reference_second_forward(model, step.batch, class_text, step.target)
                 return out
 
             orig_take = data.take
@@ -147,7 +158,7 @@ def _emulate_exact(bench) -> None:
     import torch
 
     import avgzsl.protocol as protocol
-    from avgzsl import losses, train
+    from avgzsl import train
     from avgzsl.train import check_finite
 
     names = bench.class_names
@@ -197,22 +208,11 @@ def _emulate_exact(bench) -> None:
             draw()  # the loader puts the next index batch before handing this one out
             b = data.take(idx)
             target = local_index[data.labels[idx]]
-            o = model.O_enc(model._inputs(b))
-            w = model.W_enc(class_text[target])
-            theta_o = model.O_proj(o)
-            rho_o = model.D_o(theta_o)
-            theta_w = model.W_proj(w)
-            rho_w = model.D_w(theta_w)
-            theta_w_all = model.W_proj(model.W_enc(class_text))
-            terms = {"ce": losses.embedding_cross_entropy(theta_o, theta_w_all, target),
-                     "reg": losses.regression(theta_o, theta_w), "rec": losses.reconstruction(w, rho_o, rho_w)}
-            loss = terms["rec"] + terms["reg"] + terms["ce"]
+            loss, terms = reference_loss(model, b, class_text, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            o2 = model.O_enc(model._inputs(b))  # the train loop's get_embeddings, in train mode
-            w2 = model.W_enc(class_text[target])
-            model.O_proj(o2), model.W_proj(w2)
+            reference_second_forward(model, b, class_text, target)
             terms = {**{k: v.detach() for k, v in terms.items()}, "total": loss.detach()}
             for k, v in terms.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()

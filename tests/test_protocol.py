@@ -3,6 +3,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 import avgzsl.protocol as protocol
@@ -18,7 +19,7 @@ def scripted_eval(monkeypatch, hms, betas):
     """Replace validation evaluation by a script of HM values (one per call) and chosen betas."""
     calls = iter(zip(hms, betas))
 
-    def fake(model, data, text, class_ids, seen_mask, grid, eval_bs=4096, progress=False):
+    def fake(model, data, text, class_ids, seen_mask, grid, eval_bs=4096, progress=False, **kw):
         hm, beta = next(calls)
         summ = {"seen": hm, "unseen": hm, "hm": hm, "zsl": 0.0, "beta": beta, "ausuc": 0.0}
         res = SimpleNamespace(summary=lambda: summ, betas=np.array([beta]), seen=np.array([hm]),
@@ -31,10 +32,12 @@ def scripted_eval(monkeypatch, hms, betas):
 def record_training(monkeypatch):
     calls = []
 
-    def spy(model, optimizer, data, batches, class_text, local_index, progress=False, desc=""):
+    def spy(model, optimizer, data, batches, class_text, local_index, progress=False, desc="", **hooks):
+        batches = batches if isinstance(batches, torch.Tensor) else torch.stack(list(batches))
         calls.append(SimpleNamespace(desc=desc, labels=data.labels.clone(), batches=batches.clone(),
-                                     n_classes=class_text.shape[0], lr=optimizer.param_groups[0]["lr"]))
-        return real_train_one_epoch(model, optimizer, data, batches, class_text, local_index, False, desc)
+                                     n_classes=class_text.shape[0], lr=optimizer.param_groups[0]["lr"],
+                                     class_text=class_text.clone()))
+        return real_train_one_epoch(model, optimizer, data, batches, class_text, local_index, False, desc, **hooks)
 
     monkeypatch.setattr(protocol, "train_one_epoch", spy)
     return calls
@@ -70,9 +73,9 @@ def test_test_uses_validation_beta_not_a_test_search(monkeypatch, tiny_bench):
     seen_betas = []
     real = protocol.gzsl_metrics
 
-    def spy(nearest, labels, class_ids, seen_mask, betas):
+    def spy(nearest, labels, class_ids, seen_mask, betas, arithmetic="float64"):
         seen_betas.append(np.asarray(betas).copy())
-        return real(nearest, labels, class_ids, seen_mask, betas)
+        return real(nearest, labels, class_ids, seen_mask, betas, arithmetic)
 
     monkeypatch.setattr(protocol, "gzsl_metrics", spy)
     scripted_eval(monkeypatch, [0.2, 0.4, 0.1, 0.1], [0.7, 1.3, 2.0, 2.0])

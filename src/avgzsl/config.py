@@ -41,6 +41,31 @@ BETA_GRIDS = {
 }
 
 
+# What `reference_mode: true` reproduces of the public reference code (ClipClap-GZSL, and the AVCA-GZSL
+# family where it applies), each a deviation of our default protocol; docs/protocol.md measures each one.
+# `reference_off: [name, ...]` turns single behaviours back to ours (to measure what one of them does).
+REFERENCE_BEHAVIOURS = {
+    "text_pairing": "class ids by case-sensitive name sort, text rows paired by position (text_alignment)",
+    "stage2_scheduler": "ReduceLROnPlateau stepped in stage 2 on the trained-on validation set (stage2_lr)",
+    "per_tensor_adam": "PyTorch's per-tensor Adam loop, not the fused kernel (fused_adam)",
+    "rng_stream": "one global torch RNG: the reference sampler's multinomial draws, its DataLoader's "
+                  "base-seed and prefetch draws, the validation-loss pass's draws; CE rows in its class order",
+    "call_order": "the reference's order of module calls inside the loss (BatchNorm/dropout order)",
+    "double_bn": "the reference's second train-mode forward after every step (BatchNorm updated twice)",
+    "best_epoch_rule": "while the best validation HM is 0 (falsy), every epoch replaces the best",
+    "metric_arithmetic": "S/U/HM in float32 with HM = 2SU/(S+U+eps); test beta = (3 beta + 1e-10) / 3",
+    "stage2_classes": "stage-2 classes = stage_1_train ∪ stage_1_val_unseen (stage_2_train.txt unread)",
+    "modality_text": "audio-only / video-only models read only the CLAP / CLIP part of the text",
+    "bn_scope": "batch_norm: false removes only the hidden-layer BatchNorm of the projection blocks",
+    "mode_betas": "CJME: test beta = mean of its audio-, video- and both-mode validation betas",
+    "hard_attention": "CJME: test-time modality attention thresholded at 0.5",
+}
+# the run settings a reference behaviour stands for: (key, our default, the reference's value)
+_REFERENCE_SETTINGS = {"text_pairing": ("text_alignment", "by_name", "reference_order"),
+                       "stage2_scheduler": ("stage2_lr", "replay", "reference"),
+                       "per_tensor_adam": ("fused_adam", True, False)}
+
+
 @dataclass
 class RunConfig:
     """Everything a protocol run needs besides the data. Defaults follow ClipClap-GZSL's UCF preset."""
@@ -63,6 +88,8 @@ class RunConfig:
     eval_bs: int = setting(4096, "[1, 1048576]")  # videos per evaluation chunk
     allow_leakage: bool = False  # run despite a failed leakage check (recorded in the run folder)
     allow_data_change: bool = False  # --resume on data of another fingerprint (recorded in env.json)
+    reference_mode: bool = False  # reproduce the reference code's behaviours, bugs included (REFERENCE_BEHAVIOURS)
+    reference_off: list = dataclasses.field(default_factory=list)  # behaviours kept ours in reference mode
     # The model's own Config dataclass (nested under the model's name in YAML). A mapping given here is
     # built into that dataclass once, in __post_init__; from then on the settings travel typed.
     model_cfg: Any = None
@@ -70,9 +97,46 @@ class RunConfig:
     def __post_init__(self):
         if self.model_cfg is None or isinstance(self.model_cfg, dict):
             self.model_cfg = model_config(self.model, self.model_cfg or {})
+        self._resolve_reference(explicit=None)
+
+    def reference(self) -> frozenset:
+        """The reference behaviours this run reproduces (empty unless reference_mode)."""
+        if not self.reference_mode:
+            return frozenset()
+        return frozenset(REFERENCE_BEHAVIOURS) - frozenset(self.reference_off)
+
+    def _resolve_reference(self, explicit: set | None, where: str = "config", explicit_model: dict | None = None
+                           ) -> None:
+        """Set the run and model settings that reference behaviours stand for. A setting given
+        explicitly (`explicit`, `explicit_model`: what a file or --set named; None: the run settings that
+        differ from our defaults) must agree with reference mode: contradicting it is an error naming
+        reference_off, never silently overridden."""
+        on = self.reference()
+        for name, (key, ours, theirs) in _REFERENCE_SETTINGS.items():
+            if name not in on:
+                continue
+            have = getattr(self, key)
+            given = (key in explicit) if explicit is not None else have != ours
+            if given and have != theirs:
+                raise ConfigError(f"{where}: {key}={short(have)} contradicts reference_mode=true; add {name} "
+                                  f"to reference_off to keep it")
+            setattr(self, key, theirs)
+        adapt = getattr(self.model_cfg, "for_reference", None)
+        if not on or adapt is None:
+            return
+        adapted = adapt(on)
+        for key, value in (explicit_model or {}).items():
+            if getattr(adapted, key) != getattr(self.model_cfg, key):
+                raise ConfigError(f"{where}: {self.model}.{key}={short(value)} contradicts reference_mode=true "
+                                  f"(the reference uses {short(getattr(adapted, key))}); set reference_off to "
+                                  f"keep it (see REFERENCE_BEHAVIOURS)")
+        self.model_cfg = adapted
 
     def betas(self) -> np.ndarray:
         lo, hi, n = BETA_GRIDS[self.beta_grid]
+        if "metric_arithmetic" in self.reference():  # the reference's float32 torch.linspace values
+            import torch
+            return torch.linspace(lo, hi, n).double().numpy()
         return np.linspace(lo, hi, n)
 
     def validate(self, where: str = "config") -> "RunConfig":
@@ -83,6 +147,12 @@ class RunConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{where}: {key}={short(getattr(self, key))}: expected one of {', '.join(allowed)}")
         check_settings(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, where)
+        unknown = [b for b in self.reference_off if b not in REFERENCE_BEHAVIOURS]
+        if unknown:
+            raise ConfigError(f"{where}: reference_off: unknown behaviour(s) {cap(', '.join(map(short, unknown)))}; "
+                              f"known: {', '.join(REFERENCE_BEHAVIOURS)}")
+        if self.reference_off and not self.reference_mode:
+            raise ConfigError(f"{where}: reference_off is set but reference_mode is false")
         if self.n_batches * self.bs > 2**28:  # the sampler draws an epoch's indices at once (16 B each)
             raise ConfigError(f"{where}: n_batches * bs = {self.n_batches * self.bs} videos per epoch is "
                               f"more than 2**28; use fewer or smaller batches")
@@ -114,7 +184,12 @@ class RunConfig:
         if not isinstance(model, str):
             raise ConfigError(f"{where}: model={short(model)}: expected a registered model name")
         d["model_cfg"] = model_config(model, model_cfg, where=where)
-        return dataclass_from_dict(cls, d, where=where).validate(where)
+        reference_mode = d.pop("reference_mode", False)
+        cfg = dataclass_from_dict(cls, d, where=where)  # reference behaviours resolved below, knowing what was given
+        check_values(cls, {"reference_mode": reference_mode}, where)
+        cfg.reference_mode = reference_mode
+        cfg._resolve_reference(set(d), where, explicit_model=model_cfg)
+        return cfg.validate(where)
 
 
 def parse_set(items: list[str]) -> dict:

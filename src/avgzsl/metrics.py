@@ -122,11 +122,13 @@ class GZSLResult:
 
 
 def gzsl_metrics(nearest: Nearest, labels: np.ndarray, class_ids: np.ndarray, seen_mask: np.ndarray,
-                 betas: np.ndarray) -> GZSLResult:
+                 betas: np.ndarray, arithmetic: str = "float64") -> GZSLResult:
     """All metrics from each video's nearest seen/unseen candidate.
 
     labels: (N,) true class ids; class_ids: (C,) sorted candidate ids; seen_mask: (C,) bool.
     Pass a one-element `betas` to evaluate at a fixed beta (test time: the beta chosen on validation).
+    arithmetic: float64 (ours) | float32 (the reference's src/utils.py:get_best_evaluation: per-class
+    recall, S, U and HM = 2SU / (S + U + eps) in float32 tensors, a class without videos NaN).
     """
     class_ids = np.asarray(class_ids)
     seen_mask = np.asarray(seen_mask, dtype=bool)
@@ -143,16 +145,41 @@ def gzsl_metrics(nearest: Nearest, labels: np.ndarray, class_ids: np.ndarray, se
     goes_seen = _predicts_seen(nearest, betas)  # (n_beta, N)
     correct = np.where(label_seen[None, :], goes_seen & hit_seen[None, :], ~goes_seen & hit_unseen[None, :])
     acc = per_class_accuracy(correct, label_cols, C)  # (n_beta, C)
-    s, u = _mean_over(acc, seen_cols), _mean_over(acc, unseen_cols)
-    hm = harmonic_mean(s, u)
-    best = int(np.argmax(hm))  # first maximum
-
     zsl_acc = per_class_accuracy(hit_unseen & ~label_seen, label_cols, C)[0]
+    if arithmetic == "float32":
+        s, u, hm, zsl = _float32_summary(correct, hit_unseen & ~label_seen, label_cols, C, seen_cols, unseen_cols)
+    elif arithmetic == "float64":
+        s, u = _mean_over(acc, seen_cols), _mean_over(acc, unseen_cols)
+        hm = harmonic_mean(s, u)
+        zsl = float(_mean_over(zsl_acc, unseen_cols)) if len(unseen_cols) else 0.0
+    else:
+        raise ValueError(f"arithmetic={arithmetic!r}: expected float64 or float32")
+    best = int(np.argmax(hm))  # first maximum
     zsl_acc[seen_cols] = np.nan
-    zsl = float(_mean_over(zsl_acc, unseen_cols)) if len(unseen_cols) else 0.0
     return GZSLResult(betas=betas, seen=s, unseen=u, hm=hm, zsl=zsl,
                       ausuc=ausuc_exact(nearest, label_cols, seen_mask), best=best, class_ids=class_ids,
                       seen_mask=seen_mask, class_accuracy=acc[best], zsl_class_accuracy=zsl_acc)
+
+
+def _float32_summary(correct, zsl_correct, label_cols, C, seen_cols, unseen_cols):
+    """S, U, HM per beta and ZSL as the reference computes them: float32 torch tensors throughout."""
+    import torch  # only here: the float64 path needs no torch
+
+    counts = torch.from_numpy(np.bincount(label_cols, minlength=C))  # (C,) int64
+
+    def recall(hits_bool):  # (N,) bool -> (C,) float32, match_counts / target_counts as the reference
+        hits = torch.from_numpy(np.bincount(label_cols, weights=hits_bool.astype(np.float64), minlength=C)
+                                .astype(np.int64))
+        return hits / counts  # int64 / int64 -> float32 (0/0 = NaN)
+
+    eps = np.finfo(float).eps
+    s, u, hm = [], [], []
+    for row in np.atleast_2d(correct):
+        r = recall(row)
+        si, ui = r[torch.from_numpy(seen_cols)].mean(), r[torch.from_numpy(unseen_cols)].mean()
+        s.append(si.item()), u.append(ui.item()), hm.append(((2 * ui * si) / ((ui + si) + eps)).item())
+    zsl = recall(zsl_correct)[torch.from_numpy(unseen_cols)].mean().item() if len(unseen_cols) else 0.0
+    return np.array(s), np.array(u), np.array(hm), zsl
 
 
 def seen_unseen_curve(nearest: Nearest, label_cols: np.ndarray, seen_mask: np.ndarray

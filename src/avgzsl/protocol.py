@@ -33,9 +33,10 @@ from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
 from .errors import AvgzslError, DataError, LeakageError
 from .metrics import GZSLResult, gzsl_metrics
-from .models import build_model
+from .models import build_model, get_model_class
 from .runfolder import RunFolder
 from .runlock import run_lock
+from .reference import ReferenceRun, best_epoch_update, reference_rank, test_beta
 from .spaces import text_space_name
 from .train import NonFiniteLoss, SplitTensors, evaluate, nearest_classes, train_one_epoch
 
@@ -146,14 +147,15 @@ def _curve(res: GZSLResult) -> dict:
 
 def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.ndarray, epochs: int, done: int,
                  resumed: dict | None, text: torch.Tensor, n_classes: int, device, run: RunFolder | None,
-                 progress: bool, before_epoch, after_epoch, saved, on_row):
+                 progress: bool, before_epoch, after_epoch, saved, on_row, ref: ReferenceRun | None = None):
     """One training stage, epochs `done`..`epochs`-1, resumable after every epoch; returns the model.
 
     The stages differ only in their hooks: `before_epoch(epoch, opt)` (stage 2 replays stage 1's lr),
     `after_epoch(epoch, model, sched, lr, row, bar)` (stage 1 validates, steps the scheduler and keeps
     the best epoch), and `saved(epoch)`, the stage's own part of `state.pt`. Everything a resume needs
     (model, optimiser, scheduler, sampler, RNG) is restored and saved here, in this order, so a resumed
-    run draws the same random numbers as an uninterrupted one.
+    run draws the same random numbers as an uninterrupted one. `ref` (reference mode) swaps in the
+    reference's batches, class order and step hooks (reference.py).
     """
     model, opt, sched = build()
     sampler = ClassBalancedSampler(train.labels, cfg.n_batches, cfg.bs, cfg.seed)
@@ -162,6 +164,10 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
         sched.load_state_dict(resumed["scheduler"]), sampler.load_state_dict(resumed["sampler"])
         _set_rng_state(resumed["rng"], device)
     data = SplitTensors.from_split(train, device)
+    loaders, (loss_fn, after_step) = None, (None, None)
+    if ref is not None:
+        classes = ref.class_order(classes)
+        loaders, (loss_fn, after_step) = ref.loaders(train.labels), ref.step_hooks(model)
     cls_text, local = text[torch.as_tensor(classes, device=device)], _local_index(n_classes, classes, device)
     bar = tqdm(range(done, epochs), desc=f"stage {number}", disable=not progress, initial=done, total=epochs)
     for epoch in bar:
@@ -169,8 +175,11 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
         lr = _lr(opt)
         te = time.perf_counter()
         try:
-            terms = train_one_epoch(model, opt, data, sampler.epoch(), cls_text, local, progress,
-                                    desc=f"stage {number} epoch {epoch + 1}")
+            batches = loaders[0].epoch() if loaders else sampler.epoch()
+            terms = train_one_epoch(model, opt, data, batches, cls_text, local, progress,
+                                    desc=f"stage {number} epoch {epoch + 1}", loss_fn=loss_fn, after_step=after_step)
+            if loaders:
+                loaders[1].validation_pass()
         except NonFiniteLoss as e:
             raise _diverged(e, lr, run, number, epoch) from None
         row = {"stage": number, "epoch": epoch, "lr": lr, "loss": terms, "train_s": round(time.perf_counter() - te, 3)}
@@ -233,6 +242,13 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     C_all = len(bench.class_names)
     state = run.load_state() if (run is not None and resume) else None
     timings = {}
+    behaviours = cfg.reference()
+    arithmetic = "float32" if "metric_arithmetic" in behaviours else "float64"
+    val = EvalSet.build(s["stage_1_val_seen"], s["stage_1_val_unseen"], device)
+    ref = None
+    if behaviours:
+        ref = ReferenceRun(behaviours, reference_rank(bench.class_names), get_model_class(cfg.model).reference_code,
+                           val.data.labels.cpu().numpy(), cfg.n_batches, cfg.bs)
 
     def build():
         _seed(cfg.seed)  # each stage starts from the same initialisation, as the reference does
@@ -244,20 +260,26 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     def train_stage(number: int, train: Split, classes: np.ndarray, epochs: int, done: int, resumed: dict | None,
                     before_epoch, after_epoch, saved, on_row):
         return _train_stage(number, cfg, build, train, classes, epochs, done, resumed, text, C_all, device, run,
-                            progress, before_epoch, after_epoch, saved, on_row)
+                            progress, before_epoch, after_epoch, saved, on_row, ref)
 
-    val = EvalSet.build(s["stage_1_val_seen"], s["stage_1_val_unseen"], device)
+    def validate(model, betas_, distance_fn=None):
+        return evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas_, cfg.eval_bs,
+                        arithmetic=arithmetic, distance_fn=distance_fn)[0]
 
     # ---- stage 1: select the epoch (and beta) on validation ------------------------------
     st1 = state["stage1"] if state else {"best_epoch": -1, "best_hm": -1.0, "lrs": [], "best": None, "done": 0}
 
     def stage1_epoch(epoch, model, sched, lr, row, bar):
-        res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
+        res = validate(model, betas)
         summ = res.summary()
         sched.step(summ["hm"])
         st1["lrs"].append(lr)
-        if summ["hm"] > st1["best_hm"]:  # strict: ties keep the first epoch
+        # strict: ties keep the first epoch (reference best_epoch_rule: a best HM of 0 is always replaced)
+        if best_epoch_update(st1["best_hm"], summ["hm"], "best_epoch_rule" in behaviours):
             st1.update(best_epoch=epoch, best_hm=summ["hm"], best=summ, curve=_curve(res))
+            if "mode_betas" in behaviours and hasattr(model, "mode_distances"):
+                st1["mode_betas"] = [validate(model, betas, lambda b, e, m=m: model.mode_distances(b, e)[m]).beta
+                                     for m in ("audio", "video")] + [summ["beta"]]
             if run is not None:
                 save_checkpoint(run.stage1_best_path, model, run_dict, text_space,
                                 stage=1, epoch=epoch, beta=summ["beta"])
@@ -276,6 +298,11 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
         state = None  # stage 2 starts fresh unless we resumed inside it
     timings["stage1_s"] = time.perf_counter() - t0
     best_epoch, best_beta = st1["best_epoch"], st1["best"]["beta"]
+    mode_betas = st1.get("mode_betas") if "mode_betas" in behaviours else None
+    if "metric_arithmetic" in behaviours:  # the reference's test beta: never 0 (see reference.test_beta)
+        best_beta = test_beta(mode_betas or [best_beta], ref.code)
+    elif mode_betas:
+        best_beta = sum(mode_betas) / len(mode_betas)
     if stages == 1:
         return {"val": st1["best"], "best_epoch": best_epoch, "epochs": st1["history"]}
 
@@ -284,6 +311,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     epochs2 = best_epoch + 1
     train2 = Split.concat([s["stage_1_train"], s["stage_1_val_seen"], s["stage_1_val_unseen"]])
     classes2 = s["stage_2_train"].classes
+    if "stage2_classes" in behaviours:  # the reference never reads stage_2_train.txt
+        classes2 = np.union1d(s["stage_1_train"].classes, s["stage_1_val_unseen"].classes)
     if np.setdiff1d(np.unique(train2.labels), classes2).size:
         raise LeakageError("stage-2 training videos include classes not listed in stage_2_train")
 
@@ -293,7 +322,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
 
     def stage2_epoch(epoch, model, sched, lr, row, bar):
         if cfg.stage2_lr == "reference":
-            res, _ = evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas, cfg.eval_bs)
+            res = validate(model, betas)
             sched.step(res.summary()["hm"])
             row["val_trained_on"] = res.summary()
         log.info("stage 2 epoch %d/%d  loss %.4f  lr %.2e", epoch + 1, epochs2, row["loss"].get("total", float("nan")), lr)
@@ -308,8 +337,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     nearest, kept, class_emb = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask,
                                               cfg.eval_bs, progress, keep_embeddings=2000 if run else 0)
     labels = test.data.labels.cpu().numpy()
-    res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]))
-    grid = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, betas)  # for plots only
+    res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]), arithmetic)
+    grid = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, betas, arithmetic)  # for plots only
     timings["test_s"] = time.perf_counter() - t0
     results = {
         "test": res.summary(),
@@ -322,6 +351,9 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
         "text_alignment": cfg.text_alignment,
         "split": cfg.split,
         "seed": cfg.seed,
+        "reference_behaviours": sorted(behaviours),  # empty: our protocol (config.REFERENCE_BEHAVIOURS)
+        "test_beta": best_beta,
+        "val_mode_betas": mode_betas,  # reference mode_betas: [audio, video, both] validation betas
         "curves": {"val": st1["curve"], "test_grid": _curve(grid)},
     }
     log.info("test  S %.2f  U %.2f  HM %.2f  ZSL %.2f  (beta %.3f from validation)", 100 * res.summary()["seen"],

@@ -51,34 +51,42 @@ class SplitTensors:
 
 
 def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: SplitTensors,
-                    batches: torch.Tensor, class_text: torch.Tensor, local_index: torch.Tensor,
-                    progress: bool = False, desc: str = "train") -> dict[str, float]:
-    """One pass over `batches` ((n_batches, bs) row indices). Returns the mean of each loss term.
+                    batches, class_text: torch.Tensor, local_index: torch.Tensor,
+                    progress: bool = False, desc: str = "train", loss_fn=None, after_step=None) -> dict[str, float]:
+    """One pass over `batches` ((n_batches, bs) row indices, or any sized iterable of (bs,) index
+    tensors, drawn as they are needed). Returns the mean of each loss term.
 
     class_text: (K, Dt) text of the training classes; local_index: (C_all,) global id -> row of class_text.
+    loss_fn(batch, class_text, target) replaces model.loss; after_step(batch, class_text, target) runs
+    after each optimiser step (reference mode uses both: reference.py).
     """
     model.train()
+    loss_fn = loss_fn or model.loss
     sums: dict[str, torch.Tensor] = {}
     device = data.labels.device
-    batches = batches.to(device)
+    if isinstance(batches, torch.Tensor):
+        batches = batches.to(device)
+    n = len(batches)
     names, steps = None, None
-    for i, idx in enumerate(tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5)):
+    for i, idx in enumerate(tqdm(batches, desc=desc, leave=False, disable=not progress, mininterval=0.5, total=n)):
+        idx = idx.to(device)
         batch = data.take(idx)
         target = local_index[data.labels[idx]]  # (B,) rows of class_text
-        loss, terms = model.loss(batch, class_text, target)
+        loss, terms = loss_fn(batch, class_text, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step(batch, class_text, target)
         for k, v in terms.items():  # summed on the device: no host sync per step
             sums[k] = sums[k] + v if k in sums else v.clone()
         if steps is None:
             names = [*terms, "_loss"]
-            steps, zero = torch.empty(len(batches), len(names), device=device), torch.zeros((), device=device)
+            steps, zero = torch.empty(n, len(names), device=device), torch.zeros((), device=device)
         # every step's terms, kept on the device (two small kernels, no sync) for the check below
         row = [terms.get(k, zero).float() for k in names[:-1]] + [loss.detach().float()]
         steps[i] = torch.stack(row).reshape(-1)
     check_finite(model, steps, names, desc)
-    n = len(batches)
     return {k: float(v) / n for k, v in sums.items()}
 
 
@@ -115,12 +123,13 @@ def check_finite(model: GZSLModel, steps: torch.Tensor | None, names: list[str] 
 @torch.inference_mode()
 def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, class_ids: np.ndarray,
                     seen_mask: np.ndarray, eval_bs: int = 4096, progress: bool = False,
-                    keep_embeddings: int = 0) -> tuple[Nearest, tuple | None, np.ndarray]:
+                    keep_embeddings: int = 0, distance_fn=None) -> tuple[Nearest, tuple | None, np.ndarray]:
     """Each video's nearest seen and unseen candidate, computed chunk by chunk (never (N, C) at once).
 
     text: (C_all, Dt) all class texts; class_ids: (C,) sorted candidate ids. Returns the Nearest
     arrays, optionally (row indices, embeddings) of `keep_embeddings` videos spread evenly over the set
-    (for plots), and the class embeddings of the candidates.
+    (for plots), and the class embeddings of the candidates. distance_fn(batch, class_emb) replaces
+    model.distances (reference mode's single-modality evaluations).
     """
     model.eval()
     device = data.labels.device
@@ -133,7 +142,7 @@ def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, cl
     for start in tqdm(range(0, n, eval_bs), desc="eval", leave=False, disable=not progress):
         idx = torch.arange(start, min(start + eval_bs, n), device=device)
         batch = data.take(idx)
-        dist = model.distances(batch, class_emb)  # (b, C)
+        dist = (distance_fn or model.distances)(batch, class_emb)  # (b, C)
         cols = []
         for part in (seen_cols, unseen_cols):
             if len(part):
@@ -151,8 +160,9 @@ def nearest_classes(model: GZSLModel, data: SplitTensors, text: torch.Tensor, cl
 
 
 def evaluate(model: GZSLModel, data: SplitTensors, text: torch.Tensor, class_ids: np.ndarray,
-             seen_mask: np.ndarray, betas: np.ndarray, eval_bs: int = 4096, progress: bool = False
-             ) -> tuple[GZSLResult, Nearest]:
+             seen_mask: np.ndarray, betas: np.ndarray, eval_bs: int = 4096, progress: bool = False,
+             arithmetic: str = "float64", distance_fn=None) -> tuple[GZSLResult, Nearest]:
     """S/U/HM over the beta grid (or at one fixed beta), ZSL and AUSUC for one evaluation set."""
-    nearest, _, _ = nearest_classes(model, data, text, class_ids, seen_mask, eval_bs, progress)
-    return gzsl_metrics(nearest, data.labels.cpu().numpy(), class_ids, seen_mask, betas), nearest
+    nearest, _, _ = nearest_classes(model, data, text, class_ids, seen_mask, eval_bs, progress,
+                                    distance_fn=distance_fn)
+    return gzsl_metrics(nearest, data.labels.cpu().numpy(), class_ids, seen_mask, betas, arithmetic), nearest

@@ -37,6 +37,9 @@ Differences from the reference code:
   torch's scaled-dot-product attention with the reference's head layout (heads x dim_head, no bias in
   the q/k/v maps).
 - temporal inputs are mean-pooled over real steps first (the method is defined on averaged features).
+- the reference's BatchNorm statistics also see its negative, reconstruction-projection and post-step
+  passes; reference mode makes those passes (`reference_loss`, `reference_second_forward`; behaviours
+  call_order, double_bn), with our gradients.
 """
 from __future__ import annotations
 
@@ -135,6 +138,7 @@ class AVCAConfig:
 @register_model("avca")
 class AVCA(GZSLModel):
     Config = AVCAConfig
+    reference_code = "avca-gzsl"
 
     def __init__(self, cfg: AVCAConfig, dims: FeatureDims):
         super().__init__(cfg, dims)
@@ -157,11 +161,9 @@ class AVCA(GZSLModel):
         """φa, φv (B, d) before attention, and θa, θv (B, E)."""
         phi_a = self.A_enc(masked_mean(batch.audio, batch.audio_mask).float())  # (B, d)
         phi_v = self.V_enc(masked_mean(batch.video, batch.video_mask).float())  # (B, d)
-        x = torch.stack([phi_a + self.pos_emb[0], phi_v + self.pos_emb[1]], dim=1)  # (B, 2, d) tokens
-        for blk in self.blocks:
-            x = blk(x)
-        theta_a = self.A_proj(phi_a + x[:, 0])  # (B, E): residual around the attention
-        theta_v = self.V_proj(phi_v + x[:, 1])  # (B, E)
+        fa, fv = self._attend(phi_a, phi_v)
+        theta_a = self.A_proj(fa)  # (B, E)
+        theta_v = self.V_proj(fv)  # (B, E)
         return phi_a, phi_v, theta_a, theta_v
 
     def embed_videos(self, batch: Batch) -> torch.Tensor:
@@ -171,15 +173,18 @@ class AVCA(GZSLModel):
         return self.W_proj(text.float())  # (C, E)
 
     def loss(self, batch, class_text, target):
-        cfg, m = self.cfg, self.cfg.margin
         w = class_text[target].float()  # (B, Dt) each video's class text
         phi_a, phi_v, th_a, th_v = self.encode(batch)
         th_w = self.W_proj(w)  # (B, E); per-sample text branch, as the reference
         # the shared decoder runs once per input, as the reference (BatchNorm statistics per input)
         rho_a, rho_v, rho_w = self.D(th_a), self.D(th_v), self.D(th_w)  # (B, Dt) each
-        neg = NegativePicker(cfg.negatives, target)
-        T = neg.triplet  # T(anchor, positive, negative pool, margin)
+        neg = NegativePicker(self.cfg.negatives, target)
+        rec = (self.V_rec(th_v), self.A_rec(th_a)) if self.cfg.reg_loss else None
+        return self._loss(w, phi_a, phi_v, th_a, th_v, th_w, rho_a, rho_v, rho_w, rec, neg)
 
+    def _loss(self, w, phi_a, phi_v, th_a, th_v, th_w, rho_a, rho_v, rho_w, rec, neg):
+        cfg, m = self.cfg, self.cfg.margin
+        T = neg.triplet  # T(anchor, positive, negative pool, margin)
         terms = {
             "rec": F.mse_loss(rho_v, w) + F.mse_loss(rho_a, w) + F.mse_loss(rho_w, w),
             "ct": T(rho_w, rho_v, rho_v, m) + T(rho_w, rho_a, rho_a, m),
@@ -189,7 +194,67 @@ class AVCA(GZSLModel):
             terms["t"] = (cfg.lambda_first * (T(th_a, th_w, th_a, m) + T(th_v, th_w, th_v, m))
                           + cfg.lambda_second * (T(th_w, th_a, th_w, m) + T(th_w, th_v, th_w, m)))
         if cfg.reg_loss:
-            terms["reg"] = (F.mse_loss(self.V_rec(th_v), phi_v) + F.mse_loss(self.A_rec(th_a), phi_a)
+            terms["reg"] = (F.mse_loss(rec[0], phi_v) + F.mse_loss(rec[1], phi_a)
                             + F.mse_loss(th_v, th_w) + F.mse_loss(th_a, th_w))
         total = sum(terms.values())
         return total, {**{k: x.detach() for k, x in terms.items()}, "total": total.detach()}
+
+    def _attend(self, phi_a, phi_v):
+        x = torch.stack([phi_a + self.pos_emb[0], phi_v + self.pos_emb[1]], dim=1)  # (B, 2, d) tokens
+        for blk in self.blocks:
+            x = blk(x)
+        return phi_a + x[:, 0], phi_v + x[:, 1]  # (B, d) each: residual around the attention
+
+    def reference_loss(self, batch, class_text, target):
+        """Our loss and gradients, with the reference's BatchNorm-visiting passes in its order
+        (model_improvements.py:AVCA.forward of AVCA-GZSL): it also runs one negative video per positive
+        through every block, decodes its negatives and projects its reconstructions again. Those
+        extra passes run without gradients (train mode: they update BatchNorm statistics and draw
+        dropout only); each module sees its inputs in the reference's order. Negatives: our random
+        batch negatives (the reference draws them from the dataset)."""
+        w = class_text[target].float()  # (B, Dt)
+        neg = NegativePicker(self.cfg.negatives, target)
+        j = neg._random[0] if neg._random is not None else torch.roll(torch.arange(len(target), device=w.device), 1)
+        xa = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
+        xv = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
+        extra = torch.no_grad
+        phi_a, phi_v = self.A_enc(xa), self.V_enc(xv)  # (B, d)
+        with extra():
+            nphi_a, nphi_v = self.A_enc(xa[j]), self.V_enc(xv[j])
+        th_w = self.W_proj(w)  # (B, E)
+        with extra():
+            nth_w = self.W_proj(w[j])
+        rho_w = self.D(th_w)  # (B, Dt)
+        with extra():
+            self.D(nth_w)
+        fa, fv = self._attend(phi_a, phi_v)
+        with extra():
+            nfa, nfv = self._attend(nphi_a, nphi_v)
+        th_v = self.V_proj(fv)  # (B, E)
+        with extra():
+            nth_v = self.V_proj(nfv)
+        th_a = self.A_proj(fa)  # (B, E)
+        with extra():
+            nth_a = self.A_proj(nfa)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.reg_loss):
+            rec = (self.V_rec(th_v), self.A_rec(th_a))  # (B, d) each; the reference always runs them
+        with extra():
+            self.A_proj(rec[1]), self.V_proj(rec[0])  # projected again, the result unused
+        rho_a = self.D(th_a)
+        with extra():
+            self.D(nth_a)
+        rho_v = self.D(th_v)
+        with extra():
+            self.D(nth_v)
+        return self._loss(w, phi_a, phi_v, th_a, th_v, th_w, rho_a, rho_v, rho_w,
+                          rec if self.cfg.reg_loss else None, neg)
+
+    @torch.no_grad()
+    def reference_second_forward(self, batch, class_text, target) -> None:
+        """The reference's get_embeddings after every step, in train mode (BatchNorm statistics only):
+        A_enc, V_enc, W_proj, then V_proj and A_proj on the attended tokens."""
+        phi_a = self.A_enc(masked_mean(batch.audio, batch.audio_mask).float())
+        phi_v = self.V_enc(masked_mean(batch.video, batch.video_mask).float())
+        self.W_proj(class_text[target].float())
+        fa, fv = self._attend(phi_a, phi_v)
+        self.V_proj(fv), self.A_proj(fa)

@@ -77,6 +77,7 @@ class AVGZSLNetConfig:
 @register_model("avgzslnet")
 class AVGZSLNet(GZSLModel):
     Config = AVGZSLNetConfig
+    reference_code = "avca-gzsl"
 
     def __init__(self, cfg: AVGZSLNetConfig, dims: FeatureDims):
         super().__init__(cfg, dims)
@@ -101,6 +102,12 @@ class AVGZSLNet(GZSLModel):
     def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
         a, v = self.embed_modalities(batch)
         return torch.cdist(a, class_emb) + torch.cdist(v, class_emb)  # (B, C) audio + video distance
+
+    def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C) distances of the reference's audio-only and video-only evaluation modes (AVCA-GZSL
+        src/utils.py:evaluate_dataset); reference behaviour `mode_betas` averages their betas."""
+        a, v = self.embed_modalities(batch)
+        return {"audio": torch.cdist(a, class_emb), "video": torch.cdist(v, class_emb)}
 
     def _decode(self, x: torch.Tensor) -> torch.Tensor:
         out = self.F_DEC(x)  # (B, Dt)

@@ -36,6 +36,8 @@ class GZSLModel(nn.Module):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
+    # the public code base whose behaviour reference mode reproduces for this model (reference.py)
+    reference_code: ClassVar[str] = "clipclap-gzsl"
 
     def __init__(self, cfg, dims: FeatureDims):
         super().__init__()

@@ -36,6 +36,7 @@ Temporal inputs are mean-pooled over real steps first.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,13 @@ class CJMEConfig:
     lambda_att: float = setting(1.0, WEIGHT)  # weight of L_att (0 = attention learned only through L_tri)
     eval_attention: str = "soft"  # soft: weights (1-α, α) | hard: α thresholded at 0.5 (reference code)
 
+    def for_reference(self, behaviours: frozenset) -> "CJMEConfig":
+        """The reference thresholds the test-time attention (behaviour `hard_attention`)."""
+        cfg = dataclasses.replace(self)
+        if "hard_attention" in behaviours:
+            cfg.eval_attention = "hard"
+        return cfg
+
     def __post_init__(self):
         if self.negatives not in NEGATIVES:
             raise ConfigError(f"cjme.negatives={self.negatives!r}: expected one of {', '.join(NEGATIVES)}")
@@ -76,6 +84,7 @@ class CJMEConfig:
 @register_model("cjme")
 class CJME(GZSLModel):
     Config = CJMEConfig
+    reference_code = "avca-gzsl"
 
     def __init__(self, cfg: CJMEConfig, dims: FeatureDims):
         super().__init__(cfg, dims)
@@ -119,6 +128,13 @@ class CJME(GZSLModel):
         w = self.modality_weights(batch)  # (B, 2)
         # (B, 1) * (B, C): per-video weights of the audio and the video distance
         return w[:, :1] * torch.cdist(a, class_emb) + w[:, 1:] * torch.cdist(v, class_emb)
+
+    def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C) distances of the reference's single-modality evaluation modes (src/utils.py:evaluate_dataset
+        of AVCA-GZSL): the audio and the video embedding alone; its test beta averages the betas they
+        and `distances` select on validation (reference behaviour `mode_betas`)."""
+        a, v = self._embed(batch)
+        return {"audio": torch.cdist(a, class_emb), "video": torch.cdist(v, class_emb)}
 
     @staticmethod
     def attention_target(a: torch.Tensor, v: torch.Tensor, t_classes: torch.Tensor, eps: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..errors import ConfigError
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -43,17 +44,43 @@ def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torc
     return terms, theta_w_all, theta_w
 
 
+# Which columns of a joint CLIP+CLAP class text a model reads (`text_part`). The joint spaces put the
+# 512-d CLIP ViT-B/32 text first (spaces.join_spaces), so CLIP = the first 512 columns, CLAP = the rest.
+TEXT_PARTS = ("all", "clip", "clap")
+CLIP_TEXT_DIM = 512
+
+
+def text_columns(part: str, dim: int) -> slice:
+    """The columns of a (.., dim) joint text that `part` reads; clip/clap need a joint space."""
+    if part == "all":
+        return slice(0, dim)
+    if dim <= CLIP_TEXT_DIM:
+        raise ConfigError(f"text_part={part}: the class text is {dim}-d, not a joint CLIP (512) + CLAP space")
+    return slice(0, CLIP_TEXT_DIM) if part == "clip" else slice(CLIP_TEXT_DIM, dim)
+
+
+def reference_text_part(modalities: str) -> str:
+    """The reference's text for a modality ablation (ClipClap-GZSL `--modality`): CLAP text for audio
+    only, CLIP text for video only, both for both."""
+    return {"audio": "clap", "video": "clip"}.get(modalities, "all")
+
+
 class EmbeddingNet(nn.Sequential):
     """Linear -> BatchNorm -> ReLU -> Dropout, optionally with a hidden layer of the same form.
 
     The block of ClipClap-GZSL / AVCA (Mercea et al., CVPR 2022). Input (B, D_in) -> (B, D_out).
+    `batch_norm_output` (default: = batch_norm) sets the output layer's BatchNorm apart: the reference's
+    switch only reaches the hidden layer's (`batch_norm_scope: hidden`, docs/protocol.md).
     """
 
-    def __init__(self, d_in: int, d_out: int, dropout: float = 0.1, hidden: int = 0, batch_norm: bool = True):
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.1, hidden: int = 0, batch_norm: bool = True,
+                 batch_norm_output: bool | None = None):
         layers: list[nn.Module] = []
-        for a, b in ([(d_in, hidden), (hidden, d_out)] if hidden > 0 else [(d_in, d_out)]):
+        pairs = [(d_in, hidden), (hidden, d_out)] if hidden > 0 else [(d_in, d_out)]
+        for i, (a, b) in enumerate(pairs):
             layers += [nn.Linear(a, b)]
-            if batch_norm:
+            last = i == len(pairs) - 1
+            if (batch_norm if not last or batch_norm_output is None else batch_norm_output):
                 layers += [nn.BatchNorm1d(b)]
             layers += [nn.ReLU(), nn.Dropout(dropout)]
         super().__init__(*layers)

@@ -46,6 +46,7 @@ class LinearCompatModel(GZSLModel):
     """z = W concat[video, audio]; subclasses set `rank_loss` (scores, target, margin) -> scalar."""
 
     Config = LinearCompatConfig
+    reference_code = "avca-gzsl"  # DeViSE, ALE, SJE as AVCA-GZSL runs them
     rank_loss: ClassVar[Callable[..., torch.Tensor]]
     loss_name: ClassVar[str] = "rank"
 

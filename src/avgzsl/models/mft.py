@@ -21,12 +21,14 @@ reason in docs/method.md.
 Evaluation: L2 distance between θo and θw (the base class's `distances`), in eval mode.
 
 Switches: `attention` full | cross | none (paper Table 3: none = "w/o att"), `modalities` both | audio |
-video (Table 5), `lambda_kl`, `lambda_cos` (Table 4). Temporal inputs (B, T, D) give one token per real
+video (Table 5; `text_part` all | clip | clap picks the text W_enc reads: ours keeps all of it, reference
+mode follows the reference ClipClap's CLAP-only / CLIP-only text), `lambda_kl`, `lambda_cos` (Table 4). Temporal inputs (B, T, D) give one token per real
 step; averaged inputs (B, D) one token per modality. `fuse(batch)` returns every token's output (for
 inspection and tests); `embed_videos` computes only [CLS] in the last block (same value, less work).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -40,7 +42,7 @@ from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
 from .base import Batch, GZSLModel
-from .layers import EmbeddingNet, clipclap_head_loss, masked_mean
+from .layers import TEXT_PARTS, EmbeddingNet, clipclap_head_loss, masked_mean, reference_text_part, text_columns
 
 ATTENTION = ("full", "cross", "none")
 MODALITIES = ("both", "audio", "video")
@@ -83,6 +85,7 @@ class MFTConfig:
     dropout_decoder: float = setting(0.1, PROB)  # O_proj, D_o
     dropout_text: float = setting(0.1, PROB)  # W_proj, D_w
     batch_norm: bool = True  # BatchNorm in the projection/decoder blocks (as ClipClap)
+    text_part: str = "all"  # all | clip | clap: the columns of the joint CLIP+CLAP text W_enc reads
     text_branch: str = "per_sample"  # per_sample: θw(y), w'(y) from a 2nd text pass on each video's own
     #                                  class text (as ClipClap) | shared: gathered from the K-class pass
     #                                  (one text pass per step; faster, BatchNorm statistics over K classes)
@@ -102,7 +105,7 @@ class MFTConfig:
     def __post_init__(self):
         choices = {"attention": ATTENTION, "modalities": MODALITIES, "encoder_norm": ENCODER_NORMS,
                    "activation": ACTIVATIONS, "time_embedding": TIME_EMBEDDINGS,
-                   "kl_target": losses.KL_TARGETS, "text_branch": TEXT_BRANCHES}
+                   "kl_target": losses.KL_TARGETS, "text_branch": TEXT_BRANCHES, "text_part": TEXT_PARTS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"mft.{key}={getattr(self, key)!r}: expected one of {', '.join(allowed)}")
@@ -113,6 +116,14 @@ class MFTConfig:
         if self.time_max_period < self.time_min_period:
             raise ConfigError(f"mft.time_max_period ({self.time_max_period}) must be >= "
                               f"mft.time_min_period ({self.time_min_period})")
+
+    def for_reference(self, behaviours: frozenset) -> "MFTConfig":
+        """In reference mode a modality ablation (Table 5) reads the text the reference's ClipClap does
+        (behaviour `modality_text`: CLAP text for audio only, CLIP text for video only)."""
+        cfg = dataclasses.replace(self)
+        if "modality_text" in behaviours:
+            cfg.text_part = reference_text_part(self.modalities)
+        return cfg
 
     @property
     def used_modalities(self) -> tuple[str, ...]:
@@ -279,7 +290,8 @@ class MFT(GZSLModel):
         h, e = cfg.hidden, cfg.dim_out
         self.O_proj = EmbeddingNet(d, e, cfg.dropout_decoder, hidden=h, batch_norm=cfg.batch_norm)
         self.D_o = EmbeddingNet(e, h, cfg.dropout_decoder, hidden=h, batch_norm=cfg.batch_norm)
-        self.W_enc = EmbeddingNet(dims.text, h, cfg.dropout_encoder)
+        self.text_cols = text_columns(cfg.text_part, dims.text)
+        self.W_enc = EmbeddingNet(self.text_cols.stop - self.text_cols.start, h, cfg.dropout_encoder)
         self.W_proj = EmbeddingNet(h, e, cfg.dropout_text, batch_norm=cfg.batch_norm)
         self.D_w = EmbeddingNet(e, h, cfg.dropout_text, batch_norm=cfg.batch_norm)
 
@@ -352,12 +364,12 @@ class MFT(GZSLModel):
         return self.O_proj(self.fuse(batch, cls_only=True).tokens[:, 0])  # (B, d) -> (B, E)
 
     def embed_classes(self, text: torch.Tensor) -> torch.Tensor:
-        return self.W_proj(self.W_enc(text.float()))  # (C, Dt) -> (C, E)
+        return self.W_proj(self.W_enc(text[:, self.text_cols].float()))  # (C, Dt_part) -> (C, E)
 
     def loss(self, batch: Batch, class_text: torch.Tensor, target: torch.Tensor
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
-        class_text = class_text.float()
+        class_text = class_text[:, self.text_cols].float()  # (K, Dt_part)
         theta_o = self.embed_videos(batch)  # (B, E)
         terms, theta_w_all, theta_w = clipclap_head_loss(self, theta_o, class_text, target,
                                                          per_sample=cfg.text_branch == "per_sample")

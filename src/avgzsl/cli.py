@@ -48,8 +48,16 @@ def cmd_presets(args) -> int:
 def cmd_synth(args) -> int:
     from .data.synthetic import make_synthetic
     t = time.perf_counter()
+    from .settings import load_yaml
+    knobs = {}
+    for item in args.knob:  # key=value, the value read as YAML (as --set)
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise AvgzslError(f"--knob {item!r}: expected key=value")
+        knobs[key.strip()] = load_yaml(raw, f"--knob {key.strip()}")
     out = make_synthetic(args.like, args.out, scale=args.scale, seed=args.seed, temporal=args.temporal,
-                         feature_set=args.features, progress=not args.quiet, overwrite=args.overwrite)
+                         feature_set=args.features, progress=not args.quiet, overwrite=args.overwrite,
+                         generator=args.generator, knobs=knobs)
     print(f"wrote {out} in {time.perf_counter() - t:.1f}s")
     return 0
 
@@ -177,7 +185,7 @@ def cmd_demo(args) -> int:
     from .config import PRESET_DIR
     from .data.cache import default_cache
     from .data.synthetic import synthetic_root
-    data = synthetic_root("ucf", 1.0, 0, out=args.data_dir or default_cache() / "demo" / "ucf-like-seed0",
+    data = synthetic_root("ucf", 1.0, 0, out=args.data_dir or default_cache() / "demo" / "ucf-like-v2-seed0",
                           progress=not args.quiet)
     config = args.config or ("mft_ucf" if (PRESET_DIR / "mft_ucf.yaml").exists() else "clipclap_ucf")
     ns = argparse.Namespace(data=str(data), config=config, set=args.set, device=args.device,
@@ -300,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--temporal", action="store_true", help="per-second (T, D) features")
     q.add_argument("--features", choices=["clipclap", "cls", "main"], default="clipclap")
+    q.add_argument("--generator", choices=["v2", "linear"], default="v2",
+                   help="v2: the default latent model (docs/synthetic.md); linear: v1")
+    q.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
+                   help="a v2 generator knob (docs/synthetic.md), repeatable")
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--quiet", action="store_true")
     q.add_argument("--out", required=True)

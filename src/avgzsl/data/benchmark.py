@@ -122,7 +122,8 @@ def _read_source(src: _Source, text_alignment: str, progress: bool) -> Benchmark
                 if feature_set is None:
                     feature_set = infer_feature_set(first["audio"][0], first["video"][0], word[1],
                                                     None if wavcaps is None else wavcaps[1],
-                                                    where=str(src.feat_root), wavcaps_name=src.wavcaps_file.name)
+                                                    where=str(first["audio"][1]),  # the file the dims came from
+                                                    wavcaps_name=src.wavcaps_file.name)
                 pieces[stage].append((c, a_names, audio, video))
     finally:
         if bar is not None:

@@ -3,9 +3,17 @@
 `make_synthetic("ucf", out)` writes a folder that `avgzsl.data.load_benchmark` reads exactly like the real
 ClipClap-GZSL / AVCA release (class-split lists, w2v/CLIP name CSVs, per-class feature pickles, text
 embedding dicts), with the real benchmarks' class counts per split and videos per class (scaled by
-`scale`). Class names are synthetic pseudo-words; no real name is used. docs/synthetic.md has the details.
+`scale`). docs/synthetic.md has the details.
 
-Latent model (why: zero-shot transfer must be possible but imperfect, audio and video must each carry
+Two latent models ("generators") fill that layout; the writer below is shared and calls the chosen
+model's `params(seed, plan, fs, knobs)` and `videos(params, c, n, seed, temporal, dtype)`:
+
+* "v2" (the default): data/synthetic_v2.py, with the real benchmark's class names and knobs
+  (`SynthKnobs`): text only partly predictive, nonlinear modality maps, per-class modality reliability,
+  missing modalities, modes per class, class-dependent noise and a seen/unseen domain shift.
+* "linear" (v1, below): pseudo-word class names and a linear latent model.
+
+v1 latent model (why: zero-shot transfer must be possible but imperfect, audio and video must each carry
 only part of the class information, and fusing them must help; nothing here is tuned for any model):
 
 * Topics. K shared prototypes p_1..p_K in R^d (d = D_LAT). Class c has Dirichlet mixture weights w_c
@@ -32,16 +40,16 @@ lists unused classes; one UCF class is spelled with a different case in all_clas
 split and feature files; VGGSound's cls_split test-unseen list lacks its final newline and its w2v
 CSV has a third column.
 
-Determinism: everything comes from numpy.random.default_rng: global parameters from [seed, 0], the
-videos of class c from [seed, 1, c]. Class names, split membership and video counts do not depend on
-`seed` (only on `like` and `scale`), as with a real benchmark whose features one re-extracts; the one
-exception is VGGSound's CSV `category` column, which names each class's dominant latent topic.
-Class names, split membership and video counts (the class plan) are drawn in `data/synthetic_plan.py`;
-the latent model and the writing are here.
+Determinism (both generators): everything comes from numpy.random.default_rng: global parameters
+from [seed, 0], the videos of class c from [seed, 1, c]. Class names, split membership and video counts
+(the class plan, data/synthetic_plan.py) depend on `like`, `scale` and the generator only, not on `seed`,
+as with a real benchmark whose features one re-extracts; the one exception is VGGSound's CSV
+`category` column, which names each class's dominant latent topic.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -58,14 +66,16 @@ from tqdm import tqdm
 from ..errors import DataError
 from ..io import write_errors
 from .cache import default_cache
+from . import synthetic_v2
 from .synthetic_plan import LIKES, _split_classes, class_plan, like_spec
+from .synthetic_v2 import SynthKnobs, knobs_tag, resolve_knobs
 from .types import STAGE_FOLDERS
 
 log = logging.getLogger("avgzsl.data")
 
 # class_plan, like_spec and LIKES live in data/synthetic_plan.py and are part of this module's API too
 __all__ = ["make_synthetic", "synthetic_root", "class_plan", "like_spec", "LIKES", "method_folder", "FEATURE_DIMS",
-           "STAGES"]
+           "STAGES", "GENERATORS", "SynthKnobs"]
 
 STAGES = STAGE_FOLDERS  # the six stage folders, in the layout's order
 
@@ -76,7 +86,7 @@ FEATURE_DIMS = {
     "main": dict(audio=512, video=512, text={"w2v": 300}, dtype=np.float32),
 }
 
-# ---- latent model constants (documented in the module docstring and docs/synthetic.md) ----
+# ---- v1 ("linear") latent model constants (documented in the module docstring and docs/synthetic.md) ----
 D_LAT = 64  # latent semantic dims
 N_TOPICS = 12  # shared topic prototypes
 DIRICHLET_ALPHA = 0.3  # sparse mixtures: most classes are dominated by 1-3 topics
@@ -133,6 +143,10 @@ def _latent_params(seed: int, n_classes: int, fs: dict) -> dict:
     return dict(z=z, mix=mix, text=text, mods=mods)
 
 
+def _linear_params(seed: int, plan: dict, fs: dict, knobs) -> dict:
+    return _latent_params(seed, len(plan["names"]), fs)
+
+
 def _class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype) -> dict:
     """All n videos of class c (every stage at once): {"audio"/"video": list of arrays}."""
     rng = np.random.default_rng([seed, 1, c])
@@ -157,6 +171,13 @@ def _class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype
         x += STEP_NOISE * rng.standard_normal(x.shape, dtype=np.float32)
         out[mod] = np.split(_unit(x).astype(dtype), np.cumsum(steps)[:-1])
     return out
+
+
+# generator -> (class-name source of the plan, global parameters, the videos of one class)
+GENERATORS = {
+    "v2": ("real", synthetic_v2.latent_params, synthetic_v2.class_videos),
+    "linear": ("pseudo", _linear_params, _class_videos),
+}
 
 
 # ---------------------------------------------------------------- writing
@@ -219,7 +240,7 @@ def _write_text(feat: Path, plan: dict, params: dict, feature_set: str) -> None:
 
 
 def _write_features(feat: Path, plan: dict, params: dict, seed: int, temporal: bool, dtype,
-                    progress: bool) -> int:
+                    progress: bool, videos=_class_videos) -> int:
     names, counts = plan["names"], plan["counts"]
     classes = plan["s1"] + plan["u1"] + plan["u2"]
     it = classes
@@ -229,7 +250,7 @@ def _write_features(feat: Path, plan: dict, params: dict, seed: int, temporal: b
     for c in it:
         own = counts[c]
         n = sum(own.values())
-        vids = _class_videos(params, c, n, seed, temporal, dtype)
+        vids = videos(params, c, n, seed, temporal, dtype)
         vnames = [f"v_{names[c][0]}_{k:05d}" for k in range(n)]  # unique across the dataset
         start, parts = 0, {}
         for stage, k in own.items():  # each stage gets its own, fresh videos
@@ -263,14 +284,18 @@ def _install(tmp: Path, out: Path) -> None:
 
 def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int = 0,
                    temporal: bool = False, feature_set: str = "clipclap", progress: bool = False,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, generator: str = "v2",
+                   knobs: SynthKnobs | dict | None = None) -> Path:
     """Write a synthetic benchmark shaped like `like` (ucf | activitynet | vggsound) to `out`.
 
     Same layout as the real release (see module docstring and docs/synthetic.md). Videos per class
-    and split = the real counts times `scale` (at least 1). Built in `<out>.tmp-*` beside `out`, then
-    renamed into place; refuses a non-empty `out` unless `overwrite`. Returns `out`.
+    and split = the real counts times `scale` (at least 1). `generator`: "v2" (default) or "linear"
+    (v1); `knobs`: v2's SynthKnobs, or a dict overriding some of its defaults (unknown keys raise
+    DataError; "linear" takes none). Built in `<out>.tmp-*` beside `out`, then renamed into place;
+    refuses a non-empty `out` unless `overwrite`. Returns `out`.
     """
     spec = like_spec(like)
+    knobs = _check_generator(generator, knobs)
     if feature_set not in FEATURE_DIMS:
         raise DataError(f"unknown feature_set {feature_set!r}; choose one of {sorted(FEATURE_DIMS)}")
     if not (scale > 0 and np.isfinite(scale)):
@@ -283,18 +308,20 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     fs = FEATURE_DIMS[feature_set]
-    plan = class_plan(spec.ds, scale)
+    name_source, model_params, model_videos = GENERATORS[generator]
+    plan = class_plan(spec.ds, scale, names=name_source)
     with write_errors(out):  # read-only, no permission, disk full: one line naming `out`
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = _new_tmp_dir(out)
         try:
-            params = _latent_params(int(seed), len(plan["names"]), fs)
+            params = model_params(int(seed), plan, fs, knobs)
             _write_class_split(tmp, plan, params)
             feat = tmp / "features" / method_folder(feature_set, temporal)
             _write_text(feat, plan, params, feature_set)
-            n = _write_features(feat, plan, params, int(seed), temporal, fs["dtype"], progress)
-            manifest = dict(generator="avgzsl.data.synthetic", like=spec.name, scale=scale, seed=int(seed),
-                            temporal=temporal, feature_set=feature_set, videos_written=n,
+            n = _write_features(feat, plan, params, int(seed), temporal, fs["dtype"], progress, model_videos)
+            manifest = dict(writer="avgzsl.data.synthetic", generator=generator, like=spec.name, scale=scale,
+                            seed=int(seed), temporal=temporal, feature_set=feature_set,
+                            knobs=None if knobs is None else dataclasses.asdict(knobs), videos_written=n,
                             classes_listed=len(plan["names"]), classes_used=len(plan["counts"]))
             (tmp / "synthetic.json").write_text(json.dumps(manifest, indent=2) + "\n")
             _install(tmp, out)
@@ -305,22 +332,60 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
 
 
 def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bool = False,
-                   cache: str | Path | None = None, out: str | Path | None = None, progress: bool = False) -> Path:
+                   cache: str | Path | None = None, out: str | Path | None = None, progress: bool = False,
+                   generator: str = "v2", knobs: SynthKnobs | dict | None = None) -> Path:
     """The folder of the synthetic `like` benchmark at (`scale`, `seed`), written on first use.
 
-    The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>[-temporal]` (`cache` defaults to
-    `default_cache()`, data/cache.py), or `out` when given. A folder that holds `class-split/` is
-    taken as written; otherwise `make_synthetic` writes it. Returns the folder.
+    The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>[-temporal][-linear][-k<hash>]`
+    (`cache` defaults to `default_cache()`, data/cache.py), or `out` when given: "-linear" for the v1
+    generator, "-k" + 8 hex digits of a hash of the knobs that differ from SynthKnobs' defaults. A folder
+    that holds `class-split/` is taken as written, unless its synthetic.json names another generator or
+    other knobs (e.g. a v1 folder from before v2 became the default): then it is written anew. Otherwise
+    `make_synthetic` writes it. Returns the folder.
     """
+    knobs = _check_generator(generator, knobs)
     if out is not None:
         root = Path(out)
     else:
-        root = (default_cache() if cache is None else Path(cache)) / "synthetic" / (
-            f"{like}-scale{scale:g}-seed{seed}" + ("-temporal" if temporal else ""))
-    if not (root / "class-split").exists():
+        tag = ("-temporal" if temporal else "") + ("-linear" if knobs is None else knobs_tag(knobs))
+        base = default_cache() if cache is None else Path(cache)
+        root = base / "synthetic" / f"{like}-scale{scale:g}-seed{seed}{tag}"
+    stale = (root / "class-split").exists() and not _manifest_matches(root, generator, knobs)
+    if stale:
+        log.warning("%s holds synthetic data of another generator or knobs; writing it anew", root)
+    if stale or not (root / "class-split").exists():
         log.info("writing the synthetic %s-like benchmark to %s", like, root)
-        make_synthetic(like, root, scale=scale, seed=seed, temporal=temporal, progress=progress)
+        make_synthetic(like, root, scale=scale, seed=seed, temporal=temporal, progress=progress,
+                       generator=generator, knobs=knobs, overwrite=stale)
     return root
+
+
+def _check_generator(generator: str, knobs) -> SynthKnobs | None:
+    """The knobs to use (None for "linear"); DataError for an unknown generator or knobs given to "linear"."""
+    if generator not in GENERATORS:
+        raise DataError(f"unknown synthetic generator {generator!r}; choose one of {sorted(GENERATORS)}")
+    if generator == "linear":
+        if knobs is not None and knobs != {}:
+            raise DataError("synthetic knobs apply to generator 'v2' only, not 'linear'")
+        return None
+    return resolve_knobs(knobs)
+
+
+def _manifest_matches(root: Path, generator: str, knobs: SynthKnobs | None) -> bool:
+    """Whether root/synthetic.json records this generator and knobs (a folder without one: taken as is).
+
+    Folders written before v2 record generator "avgzsl.data.synthetic" and no knobs: that is v1."""
+    try:
+        m = json.loads((root / "synthetic.json").read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    if not isinstance(m, dict):
+        return False
+    gen = "linear" if m.get("generator") == "avgzsl.data.synthetic" else m.get("generator")
+    want = None if knobs is None else dataclasses.asdict(knobs)
+    return gen == generator and m.get("knobs") == want
 
 
 def _new_tmp_dir(out: Path) -> Path:

@@ -2,20 +2,27 @@
 
 What `make_synthetic` (`data/synthetic.py`) lays out before any feature is drawn: for each real
 benchmark (UCF-GZSL, ActivityNet-GZSL, VGGSound-GZSL) its class counts per split and videos per class
-from the real release (counts only), synthetic pseudo-word class names, and the real files' naming
-quirks (an unsorted all_class.txt with unused classes, one UCF class spelled with another case).
-Nothing here depends on the seed; docs/synthetic.md has the details.
+from the real release (counts only), class names (synthetic pseudo-words for the v1 "linear" data, the
+real benchmark's names from data/class_names.json for v2), and the real files' naming quirks (an
+unsorted all_class.txt with unused classes, one UCF class spelled with another case). Nothing here
+depends on the seed; docs/synthetic.md has the details.
 """
 from __future__ import annotations
 
+import json
+import re
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["LIKES", "like_spec", "class_plan", "TRAIN_PER_VAL_SEEN"]
+__all__ = ["LIKES", "like_spec", "class_plan", "real_class_names", "TRAIN_PER_VAL_SEEN"]
+
+CLASS_NAMES = Path(__file__).resolve().parent / "class_names.json"  # written by scripts/make_class_names.py
 
 # stage_1_train / stage_1_val_seen videos per class, pooled over UCF (3174/353) and ActivityNet
 # (9204/1023); VGGSound's train counts are missing from the public count table, so we use this ratio.
@@ -132,6 +139,37 @@ def _class_names(spec: _Like, n: int) -> list[tuple[str, str, str]]:
     return names
 
 
+@lru_cache(maxsize=None)
+def real_class_names(ds: str) -> tuple[str, ...]:
+    """The real benchmark's class names (all_class.txt spelling and order), from data/class_names.json."""
+    names = json.loads(CLASS_NAMES.read_text())[ds]
+    return tuple(names)
+
+
+def _split_camel(name: str) -> str:
+    """'ApplyEyeMakeup' -> 'Apply Eye Makeup' (runs of capitals stay one word: 'BMXRide' -> 'BMX Ride')."""
+    return " ".join(re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*|[a-z0-9]+", name)) or name
+
+
+def _real_names(spec: _Like, n: int) -> list[tuple[str, str, str]]:
+    """The n real names as (original, manual, clip), in a fixed shuffled order (drawn from the shape only).
+
+    original: the all_class.txt spelling; manual: UCF CamelCase split into words, the name itself
+    otherwise; clip (UCF's clip_class_name column): = manual.
+    """
+    real = real_class_names(spec.ds)
+    if len(real) != n:
+        raise DataError(f"data/class_names.json lists {len(real)} {spec.name} classes, the plan needs {n}")
+    order = np.random.default_rng(zlib.crc32(spec.ds.encode()) + 2).permutation(n)
+    out = []
+    for i in order:
+        manual = _split_camel(real[i]) if spec.ds == "ucf" else real[i]
+        out.append((real[i], manual, manual))
+    if len({m for _, m, _ in out}) != n:
+        raise DataError(f"two {spec.name} class names share the manual name")
+    return out
+
+
 def _case_variant(name: str) -> str:
     """The same name with its second capital letter lower-cased ("HandStand" -> "Handstand")."""
     caps = [i for i, ch in enumerate(name) if ch.isupper()]
@@ -139,19 +177,27 @@ def _case_variant(name: str) -> str:
     return name[:i] + name[i].lower() + name[i + 1:]
 
 
-def class_plan(like: str, scale: float = 1.0) -> dict:
+def class_plan(like: str, scale: float = 1.0, names: str = "pseudo") -> dict:
     """Names, split membership and per-class video counts (no features). Independent of the seed.
+
+    `names`: "pseudo" (v1: generated pseudo-words) or "real" (v2: the real benchmark's names, assigned
+    to the splits by our own draw, not the real split lists; the counts are the same either way).
 
     Returns dict(names=[(original, manual, clip)], listed=[spelling in all_class.txt and the CSVs],
     all_order=[class idx in all_class.txt order], s1/u1/u2/extra=[class idx], cls_u2=[class idx],
     counts={class idx: {stage: n videos}}) where counts holds each class's own stages (stage_2_train
     is derived: S1 train+val_seen, U1 val_unseen). `original` is the spelling of the split files,
     feature files and video names; `listed` equals it except for one UCF class (see _case_variant).
+    With real names, `listed` is the real spelling and `original` the case variant (real UCF lists
+    HandstandPushups in all_class.txt but HandStandPushups in the split files).
     """
     spec = like_spec(like)
+    if names not in ("pseudo", "real"):
+        raise DataError(f"names must be 'pseudo' or 'real', got {names!r}")
     s1, u1, u2 = _decode(spec.s1), _decode(spec.u1), _decode(spec.u2)
     n_used = len(s1) + len(u1) + len(u2)
-    names = _class_names(spec, n_used + spec.n_extra)
+    real = names == "real"
+    names = (_real_names if real else _class_names)(spec, n_used + spec.n_extra)
     rng = np.random.default_rng(zlib.crc32(spec.ds.encode()) + 1)
     # the generator's order is random w.r.t. the names, so taking groups in order is an unbiased draw
     idx = list(range(len(names)))
@@ -169,8 +215,11 @@ def class_plan(like: str, scale: float = 1.0) -> dict:
         counts[c] = {"stage_2_test_unseen": sc(tu)}
     cls_u2 = sorted(rng.choice(g_u2, size=spec.cls_unseen, replace=False).tolist())
     listed = [n[0] for n in names]
-    if spec.ds == "ucf":  # the real UCF lists one class as HandstandPushups in all_class.txt and
-        listed[g_s1[0]] = _case_variant(names[g_s1[0]][0])  # HandStandPushups in the split files
+    if spec.ds == "ucf" and not real:  # the real UCF lists one class as HandstandPushups in all_class.txt
+        listed[g_s1[0]] = _case_variant(names[g_s1[0]][0])  # and HandStandPushups in the split files
+    elif spec.ds == "ucf":  # real names: all_class.txt keeps the real spelling, the split files vary it
+        c = next(c for c in g_s1 if sum(ch.isupper() for ch in names[c][0]) >= 2)
+        names[c] = (_case_variant(names[c][0]),) + names[c][1:]
     all_order = rng.permutation(len(names)).tolist()  # all_class.txt is deliberately unsorted
     return dict(spec=spec, names=names, listed=listed, all_order=all_order, s1=g_s1, u1=g_u1, u2=g_u2, extra=extra,
                 cls_u2=cls_u2, counts=counts)

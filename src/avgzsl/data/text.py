@@ -187,6 +187,6 @@ def infer_feature_set(audio_dim: int, video_dim: int, word_dim: int, wavcaps_dim
         return "cls"
     if audio_dim == 512 and video_dim == 512 and word_dim == 300:
         return "main"
-    raise DataError(f"{where}: cannot tell the feature set from audio {audio_dim}-d, video {video_dim}-d, "
-                    f"text {word_dim}-d{'' if wavcaps_dim is None else f' + {wavcaps_dim}-d WavCaps'} "
+    raise DataError(f"{where}: cannot tell the feature set from the feature dims: audio {audio_dim}-d, video "
+                    f"{video_dim}-d, text {word_dim}-d{'' if wavcaps_dim is None else f' + {wavcaps_dim}-d WavCaps'} "
                     f"(expected clipclap 1024/512 with 512+1024 text, cls 128/4096, or main 512/512 with 300-d text)")

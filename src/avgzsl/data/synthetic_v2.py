@@ -1,0 +1,234 @@
+"""The v2 latent model of the synthetic benchmarks (`make_synthetic(..., generator="v2")`, the default).
+
+v1 (`generator="linear"`, data/synthetic.py) draws features and text as linear maps of one class latent,
+so a linear map from features to text is exactly the right model there. v2 keeps the layout and the
+class plan (with the real benchmark's class names) and draws the features so that they behave more like
+real AV-GZSL features. Every constant is a field of `SynthKnobs`; docs/synthetic.md lists them.
+
+Global parameters (rng = default_rng([seed, 0])), d = d_latent:
+
+* Semantic latent (what text describes). Topics P (n_topics x d) ~ N(0, I); class c has Dirichlet
+  mixture weights w_c (topic_alpha) and s_c = a * unit(w_c P) * sqrt(d) + b * e_c, b = class_specific,
+  a = sqrt(1 - b^2), e_c ~ N(0, I): unseen classes mix the topics of seen ones (transfer is possible).
+* Nuisance latent u_c ~ N(0, I_d), which no text describes. Class centre l_c = (s_c + nu * u_c) /
+  sqrt(1 + nu^2), nu = nuisance: the larger nu, the less of the centre text predicts.
+* Text. Each encoder (CLIP 512, CLAP 1024, word2vec 300) is its own random linear map of
+  (s_c + text_noise * eta_c), eta_c ~ N(0, I) per class and encoder, L2-normalised: text sees s_c only.
+* Domain shift. Classes that are not stage-1 seen (U1, U2, unused) get, per modality, an extra centre
+  offset unseen_shift * (v_m + delta_mc) / sqrt(2) (v_m shared, delta_mc per class, both N(0, I)) that
+  text does not describe: the seen/unseen gap grows with it.
+* Modes. Class c has `modes` offsets o_ck ~ mode_spread * N(0, I), centred over k (rescaled to keep
+  their scale) so that they average to the class centre (modes = 1: none); shared by audio and video; a
+  video picks one uniformly. In a low-dimensional latent such a class is not linearly separable from the others.
+* Reliability. theta_c = pi/4 * (1 + tanh(reliability_spread * n_c)), n_c ~ N(0, 1); the class-dependent
+  part of the latent is scaled by r_ac = sqrt(2) cos(theta_c) in audio and r_vc = sqrt(2) sin(theta_c) in
+  video (r_a^2 + r_v^2 = 2): theta near 0 = audio-dominant, near pi/2 = video-dominant, pi/4 = both
+  modalities carry half. Noise scale sigma_c = intra * exp(noise_spread * n'_c), n'_c ~ N(0, 1).
+* Modality maps. A fixed random 2-layer MLP per modality, f_m(h) = W2 phi(W1 h + b1) / k_m with
+  phi(a) = tanh(g a) / g (g = nonlinearity; g -> 0 is linear), W1 (d x hidden) ~ N(0, 1/d),
+  b1 ~ N(0, 1/4), W2 (hidden x D_m) ~ N(0, 1/hidden), k_m: the rms of W2 phi(W1 l + b1) over the class
+  centres (unit scale per coordinate).
+
+A video of class c (rng = default_rng([seed, 1, c]); the draws below in this order, each for every
+video): mode k, missing flag (u < missing_frac), which modality is missing (coin), then per modality
+(audio, video): eps ~ N(0, I_d) and n ~ N(0, I_D), and
+    h_m = r_mc * (l_c + shift_mc + o_ck) + sigma_c * eps      (h_m = h0_m + 0.3 * eps when missing:
+    x_m = unit(f_m(h_m) + cone_m + obs_noise * n)              a class-independent "silent"/"static" latent)
+with cone_m = cone * N(0, I_D) the shared offset every embedding of a modality sits in.
+
+Temporal (`temporal=True`): the averaged vector x_m is drawn exactly as above (same stream); then, per
+modality, T ~ U{t_min..t_max} and steps x_m + (step_noise / sqrt(D)) * (z_t - mean_t z_t), z_t ~ N(0, I):
+the steps average to the averaged variant's vector (up to float16 storage rounding).
+
+Streams: knobs that set an array size (d_latent, n_topics, hidden, modes, t_min, t_max) and topic_alpha
+(Dirichlet draws use rejection sampling) change all later draws; every other knob only changes values,
+e.g. missing_frac 0 and 0.3 give the same videos except the flagged modality.
+
+Not modelled: temporal structure within a video (steps are exchangeable), class hierarchies beyond
+the topic mixtures, label noise in the features, per-video text, anything fitted to real features.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["SynthKnobs", "resolve_knobs", "knobs_tag", "latent_params", "class_videos"]
+
+
+@dataclass(frozen=True)
+class SynthKnobs:
+    """The v2 model's constants (module docstring; docs/synthetic.md). Defaults: sensible, not calibrated."""
+
+    d_latent: int = 10  # d: dims of the semantic, nuisance and per-video latents
+    n_topics: int = 12  # shared topic prototypes of the semantic latent
+    topic_alpha: float = 0.3  # Dirichlet concentration of each class's topic mixture (small = 1-3 topics)
+    class_specific: float = 0.6  # b: weight of the class-specific part of the semantic latent
+    nuisance: float = 0.5  # nu: weight of the text-unpredictable latent in the AV class centre
+    text_noise: float = 0.3  # s_t: class-level label noise of each text encoder
+    unseen_shift: float = 0.4  # extra text-undescribed centre offset of the classes unseen in stage 1
+    hidden: int = 32  # hidden width of each modality's random 2-layer MLP
+    nonlinearity: float = 2.0  # g: tanh gain of the MLPs (0 = linear maps)
+    reliability_spread: float = 1.0  # spread of the per-class audio-vs-video dominance (0: equal)
+    missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
+    modes: int = 3  # modes (sub-clusters) per class; a video picks one
+    mode_spread: float = 1.2  # mode offsets' scale per latent coordinate (class centres: ~1)
+    intra: float = 0.5  # median within-class latent noise scale per coordinate
+    noise_spread: float = 0.3  # log-std of the per-class noise scale over classes
+    obs_noise: float = 0.5  # per-coordinate observation noise in feature space (signal: ~1)
+    cone: float = 1.0  # per-coordinate scale of the shared offset of a modality's embeddings
+    step_noise: float = 0.5  # temporal: per-step deviation, relative to a coordinate of a unit vector
+    t_min: int = 5  # temporal: fewest steps per video and modality
+    t_max: int = 10  # temporal: most steps per video and modality
+
+
+_INTS = {"d_latent": 1, "n_topics": 1, "hidden": 1, "modes": 1, "t_min": 1, "t_max": 1}  # name -> minimum
+
+
+def resolve_knobs(knobs: SynthKnobs | dict | None) -> SynthKnobs:
+    """A SynthKnobs from None (defaults), a SynthKnobs, or a dict of overrides (values may be numeric
+    strings, as from a command line: {"hidden": "64"}); DataError naming unknown keys or bad values."""
+    if knobs is None:
+        return SynthKnobs()
+    if isinstance(knobs, SynthKnobs):
+        over = dataclasses.asdict(knobs)
+    elif isinstance(knobs, dict):
+        fields = [f.name for f in dataclasses.fields(SynthKnobs)]
+        unknown = sorted(map(str, set(knobs) - set(fields)))
+        if unknown:
+            raise DataError(f"unknown synthetic knob(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        over = dict(knobs)
+    else:
+        raise DataError(f"knobs must be a SynthKnobs or a dict, got {type(knobs).__name__}")
+    clean = {}
+    for f in dataclasses.fields(SynthKnobs):
+        v = over.get(f.name, f.default)
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = float("nan")
+        if f.name in _INTS:
+            if isinstance(v, bool) or not x.is_integer() or x < _INTS[f.name]:
+                raise DataError(f"synthetic knob {f.name} must be an integer >= {_INTS[f.name]}, got {v!r}")
+            clean[f.name] = int(x)
+        else:
+            if isinstance(v, bool) or not (np.isfinite(x) and x >= 0):
+                raise DataError(f"synthetic knob {f.name} must be a finite number >= 0, got {v!r}")
+            clean[f.name] = x
+    bad = [n for n in ("class_specific", "missing_frac") if clean[n] > 1]
+    if bad:
+        raise DataError(f"synthetic knob(s) {', '.join(bad)} must lie in [0, 1]")
+    if clean["topic_alpha"] <= 0:
+        raise DataError("synthetic knob topic_alpha must be > 0")
+    if clean["t_min"] > clean["t_max"]:
+        raise DataError(f"synthetic knob t_min ({clean['t_min']}) exceeds t_max ({clean['t_max']})")
+    return SynthKnobs(**clean)
+
+
+def knobs_tag(knobs: SynthKnobs) -> str:
+    """'' for the default knobs, else '-k' + 8 hex digits of a hash of the knobs that differ from them."""
+    default = dataclasses.asdict(SynthKnobs())
+    changed = {k: v for k, v in dataclasses.asdict(knobs).items() if v != default[k]}
+    if not changed:
+        return ""
+    return "-k" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _phi(a: np.ndarray, g: float) -> np.ndarray:
+    """tanh(g a) / g, in place on `a`; the identity for g = 0."""
+    if g > 0:
+        a *= g
+        np.tanh(a, out=a)
+        a /= g
+    return a
+
+
+def latent_params(seed: int, plan: dict, fs: dict, knobs: SynthKnobs) -> dict:
+    """Global parameters: text embeddings, per-class modality centres, modes, noise scales and maps."""
+    k = knobs
+    rng = np.random.default_rng([seed, 0])
+    n, d = len(plan["names"]), k.d_latent
+    topics = rng.standard_normal((k.n_topics, d))
+    mix = rng.dirichlet(np.full(k.n_topics, k.topic_alpha), size=n)
+    shared = _unit(mix @ topics) * np.sqrt(d)
+    s = np.sqrt(1 - k.class_specific**2) * shared + k.class_specific * rng.standard_normal((n, d))
+    u = rng.standard_normal((n, d))
+    centre = (s + k.nuisance * u) / np.sqrt(1 + k.nuisance**2)
+    text = {}
+    for part, dim in fs["text"].items():  # each encoder: its own map and label noise, of s_c only
+        m = rng.standard_normal((d, dim)) / np.sqrt(d)
+        text[part] = _unit((s + k.text_noise * rng.standard_normal(s.shape)) @ m).astype(np.float32)
+    unseen = np.ones(n, bool)
+    unseen[plan["s1"]] = False  # the stage-1 seen classes keep their centres
+    theta = np.pi / 4 * (1 + np.tanh(k.reliability_spread * rng.standard_normal(n)))
+    rel = {"audio": np.sqrt(2) * np.cos(theta), "video": np.sqrt(2) * np.sin(theta)}
+    sigma = k.intra * np.exp(k.noise_spread * rng.standard_normal(n))
+    modes = k.mode_spread * rng.standard_normal((n, k.modes, d))
+    modes -= modes.mean(1, keepdims=True)  # the modes average to the class centre (modes = 1: no offset)
+    modes *= np.sqrt(k.modes / max(k.modes - 1, 1))  # centring shrank them; back to mode_spread
+    mods = {}
+    for mod in ("audio", "video"):
+        dim = fs[mod]
+        shift = k.unseen_shift * (rng.standard_normal(d) + rng.standard_normal((n, d))) / np.sqrt(2)
+        base = centre + shift * unseen[:, None]  # (C, d) before modes and reliability
+        w1 = rng.standard_normal((d, k.hidden)) / np.sqrt(d)
+        b1 = rng.standard_normal(k.hidden) / 2
+        w2 = rng.standard_normal((k.hidden, dim)) / np.sqrt(k.hidden)
+        scale = np.sqrt(np.mean((_phi(base @ w1 + b1, k.nonlinearity) @ w2) ** 2))
+        mods[mod] = dict(
+            centre=(rel[mod][:, None, None] * (base[:, None, :] + modes)).astype(np.float32),  # (C, modes, d)
+            silent=rng.standard_normal(d).astype(np.float32),  # class-independent latent of a missing modality
+            w1=w1.astype(np.float32), b1=b1.astype(np.float32), w2=(w2 / scale).astype(np.float32),
+            cone=(k.cone * rng.standard_normal(dim)).astype(np.float32),
+        )
+    return dict(mix=mix, text=text, mods=mods, sigma=sigma.astype(np.float32), rel=rel, unseen=unseen,
+                knobs=k)
+
+
+def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype) -> dict:
+    """All n videos of class c (every stage at once): {"audio"/"video": list of arrays}."""
+    k: SynthKnobs = params["knobs"]
+    rng = np.random.default_rng([seed, 1, c])
+    mode = rng.integers(0, k.modes, size=n)
+    missing = rng.random(n) < k.missing_frac
+    audio_missing = rng.random(n) < 0.5
+    avg = {}
+    for mod in ("audio", "video"):
+        p = params["mods"][mod]
+        dim = p["w2"].shape[1]
+        h = rng.standard_normal((n, k.d_latent), dtype=np.float32)
+        gone = missing & (audio_missing if mod == "audio" else ~audio_missing)
+        h *= np.where(gone, np.float32(0.3), params["sigma"][c])[:, None]
+        h += np.where(gone[:, None], p["silent"], p["centre"][c, mode])
+        # einsum, not `@`: OpenBLAS worker threads spin after each small call and, on a busy 2-core
+        # machine, starve the rest of the loop (measured 5-10x slower); einsum's own loop is serial.
+        a = np.einsum("nk,kd->nd", h, p["w1"])
+        a += p["b1"]
+        pre = np.einsum("nk,kd->nd", _phi(a, k.nonlinearity), p["w2"])
+        pre += p["cone"]
+        pre += np.float32(k.obs_noise) * rng.standard_normal((n, dim), dtype=np.float32)
+        avg[mod] = _unit(pre)
+    out = {}
+    for mod in ("audio", "video"):
+        if not temporal:
+            out[mod] = list(avg[mod].astype(dtype))
+            continue
+        x = avg[mod]
+        steps = rng.integers(k.t_min, k.t_max + 1, size=n)
+        dev = rng.standard_normal((int(steps.sum()), x.shape[1]), dtype=np.float32)
+        ends = np.cumsum(steps)
+        starts = ends - steps
+        dev -= np.repeat(np.add.reduceat(dev, starts, axis=0) / steps[:, None], steps, axis=0)  # zero mean per video
+        dev *= np.float32(k.step_noise / np.sqrt(x.shape[1]))
+        dev += np.repeat(x, steps, axis=0)
+        out[mod] = np.split(dev.astype(dtype), ends[:-1])
+    return out

@@ -122,6 +122,11 @@ class NegativePicker:
         self.mode, self.target = mode, target
         self._random = random_negatives(target) if mode == "random" else None
 
+    @property
+    def random_index(self) -> torch.Tensor | None:
+        """(B,) the batch row of each anchor's random negative (`random` mode), else None."""
+        return None if self._random is None else self._random[0]
+
     def __call__(self, anchor: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Negatives (B, E) for `anchor` taken from `pool` (rows aligned with the batch), and valid."""
         idx, valid = self._random if self._random is not None else hardest_negatives(anchor, pool, self.target)

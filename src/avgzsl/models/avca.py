@@ -214,7 +214,9 @@ class AVCA(GZSLModel):
         batch negatives (the reference draws them from the dataset)."""
         w = class_text[target].float()  # (B, Dt)
         neg = NegativePicker(self.cfg.negatives, target)
-        j = neg._random[0] if neg._random is not None else torch.roll(torch.arange(len(target), device=w.device), 1)
+        j = neg.random_index  # (B,) the negative video's row; `hardest` mode: the next row, for BatchNorm only
+        if j is None:
+            j = torch.roll(torch.arange(len(target), device=w.device), 1)
         xa = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
         xv = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
         extra = torch.no_grad

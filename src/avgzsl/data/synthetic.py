@@ -290,12 +290,12 @@ def make_synthetic(like: str, out: str | Path, *, scale: float = 1.0, seed: int 
 
     Same layout as the real release (see module docstring and docs/synthetic.md). Videos per class
     and split = the real counts times `scale` (at least 1). `generator`: "v2" (default) or "linear"
-    (v1); `knobs`: v2's SynthKnobs, or a dict overriding some of its defaults (unknown keys raise
+    (v1); `knobs`: v2's SynthKnobs (taken whole), or a dict over `default_knobs(like)` (unknown keys raise
     DataError; "linear" takes none). Built in `<out>.tmp-*` beside `out`, then renamed into place;
     refuses a non-empty `out` unless `overwrite`. Returns `out`.
     """
     spec = like_spec(like)
-    knobs = _check_generator(generator, knobs)
+    knobs = _check_generator(generator, knobs, spec.ds)
     if feature_set not in FEATURE_DIMS:
         raise DataError(f"unknown feature_set {feature_set!r}; choose one of {sorted(FEATURE_DIMS)}")
     if not (scale > 0 and np.isfinite(scale)):
@@ -338,16 +338,17 @@ def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bo
 
     The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>[-temporal][-linear][-k<hash>]`
     (`cache` defaults to `default_cache()`, data/cache.py), or `out` when given: "-linear" for the v1
-    generator, "-k" + 8 hex digits of a hash of the knobs that differ from SynthKnobs' defaults. A folder
+    generator, "-k" + 8 hex digits of a hash of the knobs that differ from `default_knobs(like)`. A folder
     that holds `class-split/` is taken as written, unless its synthetic.json names another generator or
     other knobs (e.g. a v1 folder from before v2 became the default): then it is written anew. Otherwise
     `make_synthetic` writes it. Returns the folder.
     """
-    knobs = _check_generator(generator, knobs)
+    ds = like_spec(like).ds
+    knobs = _check_generator(generator, knobs, ds)
     if out is not None:
         root = Path(out)
     else:
-        tag = ("-temporal" if temporal else "") + ("-linear" if knobs is None else knobs_tag(knobs))
+        tag = ("-temporal" if temporal else "") + ("-linear" if knobs is None else knobs_tag(knobs, ds))
         base = default_cache() if cache is None else Path(cache)
         root = base / "synthetic" / f"{like}-scale{scale:g}-seed{seed}{tag}"
     stale = (root / "class-split").exists() and not _manifest_matches(root, generator, knobs)
@@ -360,15 +361,15 @@ def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bo
     return root
 
 
-def _check_generator(generator: str, knobs) -> SynthKnobs | None:
-    """The knobs to use (None for "linear"); DataError for an unknown generator or knobs given to "linear"."""
+def _check_generator(generator: str, knobs, like: str) -> SynthKnobs | None:
+    """The knobs (None for "linear"; v2: resolve_knobs); DataError: unknown generator, knobs to "linear"."""
     if generator not in GENERATORS:
         raise DataError(f"unknown synthetic generator {generator!r}; choose one of {sorted(GENERATORS)}")
     if generator == "linear":
         if knobs is not None and knobs != {}:
             raise DataError("synthetic knobs apply to generator 'v2' only, not 'linear'")
         return None
-    return resolve_knobs(knobs)
+    return resolve_knobs(knobs, like)
 
 
 def _manifest_matches(root: Path, generator: str, knobs: SynthKnobs | None) -> bool:

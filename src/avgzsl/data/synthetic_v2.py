@@ -58,27 +58,30 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["SynthKnobs", "resolve_knobs", "knobs_tag", "latent_params", "class_videos"]
+__all__ = ["SynthKnobs", "LIKE_KNOBS", "default_knobs", "resolve_knobs", "knobs_tag", "latent_params",
+           "class_videos"]
 
 
 @dataclass(frozen=True)
 class SynthKnobs:
-    """The v2 model's constants (module docstring; docs/synthetic.md). Defaults: sensible, not calibrated."""
+    """The v2 model's constants (module docstring; docs/synthetic.md). The defaults are the knob set
+    calibrated on the UCF-like benchmark (issue 16: set "c6" of docs/synthetic.md, "Calibration"); a
+    like-dataset's own defaults are these with LIKE_KNOBS[like] over them (`default_knobs`)."""
 
     d_latent: int = 10  # d: dims of the semantic, nuisance and per-video latents
     n_topics: int = 12  # shared topic prototypes of the semantic latent
     topic_alpha: float = 0.3  # Dirichlet concentration of each class's topic mixture (small = 1-3 topics)
     class_specific: float = 0.6  # b: weight of the class-specific part of the semantic latent
-    nuisance: float = 0.5  # nu: weight of the text-unpredictable latent in the AV class centre
-    text_noise: float = 0.3  # s_t: class-level label noise of each text encoder
-    unseen_shift: float = 0.4  # extra text-undescribed centre offset of the classes unseen in stage 1
+    nuisance: float = 0.2  # nu: weight of the text-unpredictable latent in the AV class centre
+    text_noise: float = 0.1  # s_t: class-level label noise of each text encoder
+    unseen_shift: float = 0.15  # extra text-undescribed centre offset of the classes unseen in stage 1
     hidden: int = 32  # hidden width of each modality's random 2-layer MLP
     nonlinearity: float = 2.0  # g: tanh gain of the MLPs (0 = linear maps)
     reliability_spread: float = 1.0  # spread of the per-class audio-vs-video dominance (0: equal)
     missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
     modes: int = 3  # modes (sub-clusters) per class; a video picks one
-    mode_spread: float = 1.2  # mode offsets' scale per latent coordinate (class centres: ~1)
-    intra: float = 0.5  # median within-class latent noise scale per coordinate
+    mode_spread: float = 0.8  # mode offsets' scale per latent coordinate (class centres: ~1)
+    intra: float = 0.35  # median within-class latent noise scale per coordinate
     noise_spread: float = 0.3  # log-std of the per-class noise scale over classes
     obs_noise: float = 0.5  # per-coordinate observation noise in feature space (signal: ~1)
     cone: float = 1.0  # per-coordinate scale of the shared offset of a modality's embeddings
@@ -90,11 +93,32 @@ class SynthKnobs:
 _INTS = {"d_latent": 1, "n_topics": 1, "hidden": 1, "modes": 1, "t_min": 1, "t_max": 1}  # name -> minimum
 
 
-def resolve_knobs(knobs: SynthKnobs | dict | None) -> SynthKnobs:
-    """A SynthKnobs from None (defaults), a SynthKnobs, or a dict of overrides (values may be numeric
-    strings, as from a command line: {"hidden": "64"}); DataError naming unknown keys or bad values."""
-    if knobs is None:
+# Our choice (issue 16; docs/synthetic.md, "Calibration"): one knob set does not land the four calibration
+# methods near their published numbers on all three benchmarks (VGGSound's are far lower), so each
+# like-dataset overrides some SynthKnobs defaults. Keys: like_spec(...).ds. Switch: pass knobs explicitly.
+LIKE_KNOBS: dict[str, dict] = {
+    "ucf": {},
+    "activitynet": {},
+    "vggsound": {"nuisance": 0.5, "unseen_shift": 0.5, "intra": 0.42, "mode_spread": 0.9},  # set g4
+}
+
+
+def default_knobs(like: str | None = None) -> SynthKnobs:
+    """SynthKnobs' defaults with the like-dataset's overrides (LIKE_KNOBS) over them; like=None: none."""
+    if like is None:
         return SynthKnobs()
+    if like not in LIKE_KNOBS:
+        raise DataError(f"no synthetic knob defaults for {like!r}; known: {', '.join(LIKE_KNOBS)}")
+    return dataclasses.replace(SynthKnobs(), **LIKE_KNOBS[like])
+
+
+def resolve_knobs(knobs: SynthKnobs | dict | None, like: str | None = None) -> SynthKnobs:
+    """A SynthKnobs from None (the like-dataset's defaults, `default_knobs(like)`), a SynthKnobs (taken
+    whole), or a dict of overrides of those defaults (values may be numeric strings, as from a command
+    line: {"hidden": "64"}); DataError naming unknown keys or bad values."""
+    base = default_knobs(like)
+    if knobs is None:
+        return base
     if isinstance(knobs, SynthKnobs):
         over = dataclasses.asdict(knobs)
     elif isinstance(knobs, dict):
@@ -107,7 +131,7 @@ def resolve_knobs(knobs: SynthKnobs | dict | None) -> SynthKnobs:
         raise DataError(f"knobs must be a SynthKnobs or a dict, got {type(knobs).__name__}")
     clean = {}
     for f in dataclasses.fields(SynthKnobs):
-        v = over.get(f.name, f.default)
+        v = over.get(f.name, getattr(base, f.name))
         try:
             x = float(v)
         except (TypeError, ValueError):
@@ -130,9 +154,10 @@ def resolve_knobs(knobs: SynthKnobs | dict | None) -> SynthKnobs:
     return SynthKnobs(**clean)
 
 
-def knobs_tag(knobs: SynthKnobs) -> str:
-    """'' for the default knobs, else '-k' + 8 hex digits of a hash of the knobs that differ from them."""
-    default = dataclasses.asdict(SynthKnobs())
+def knobs_tag(knobs: SynthKnobs, like: str | None = None) -> str:
+    """'' for the like-dataset's default knobs, else '-k' + 8 hex digits of a hash of the knobs that
+    differ from them."""
+    default = dataclasses.asdict(default_knobs(like))
     changed = {k: v for k, v in dataclasses.asdict(knobs).items() if v != default[k]}
     if not changed:
         return ""

@@ -15,5 +15,9 @@ def kill_when(proc: subprocess.Popen, cond, timeout: float = 120) -> None:
             proc.wait()
             return
         time.sleep(0.01)
+    ended = proc.poll() is not None
+    if not ended:  # timed out: stop it rather than wait for the whole job to finish
+        proc.kill()
     tail = " ".join(s.decode()[-1500:] for s in proc.communicate() if s)
-    pytest.fail(f"the process ended before it could be killed: {tail}")
+    why = "the process ended before it could be killed" if ended else f"the condition did not hold within {timeout:g} s"
+    pytest.fail(f"{why}: {tail}")

@@ -253,7 +253,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     def build():
         _seed(cfg.seed)  # each stage starts from the same initialisation, as the reference does
         model = build_model(cfg.model, cfg.model_cfg, dims).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_adam)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                               betas=model.adam_betas, fused=cfg.fused_adam)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=cfg.scheduler_patience)
         return model, opt, sched
 

@@ -44,6 +44,12 @@ class GZSLModel(nn.Module):
         self.cfg = cfg
         self.dims = dims
 
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's (beta1, beta2) for the protocol's one optimiser; a model whose method fixes other
+        values (the GAN of `fvaegan`) overrides this."""
+        return (0.9, 0.999)
+
     def loss(self, batch: Batch, class_text: torch.Tensor, target: torch.Tensor
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """class_text: (K, Dt) text embeddings of the training classes; target: (B,) index into

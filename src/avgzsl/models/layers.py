@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
@@ -18,6 +19,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return x.mean(dim=1)
     m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)  # (B, D)
+
+
+def video_audio_concat(batch, normalize: bool = False) -> torch.Tensor:
+    """concat[video, audio] of the time-averaged features, video first as the AVCA-GZSL baselines read
+    them; `normalize` L2-normalises the whole concatenation (the reference's --norm_inputs)."""
+    a = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
+    v = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
+    x = torch.cat([v, a], dim=1)  # (B, Dv + Da)
+    return F.normalize(x, dim=1) if normalize else x
 
 
 def clipclap_head_loss(model: nn.Module, theta_o: torch.Tensor, class_text: torch.Tensor, target: torch.Tensor,

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..settings import PROB, WEIGHT, setting
 from ..data.types import FeatureDims
-from .layers import masked_mean
+from .layers import video_audio_concat
 from .base import Batch, GZSLModel
 
 
@@ -57,12 +56,7 @@ class LinearCompatModel(GZSLModel):
         self.drop_text = nn.Dropout(cfg.dropout_text)
 
     def _inputs(self, batch: Batch) -> torch.Tensor:
-        a = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
-        v = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
-        x = torch.cat([v, a], dim=1)  # (B, Dv + Da), video first as in the reference
-        if self.cfg.normalize_inputs:
-            x = F.normalize(x, dim=1)  # the whole concatenation, as the reference
-        return x
+        return video_audio_concat(batch, self.cfg.normalize_inputs)  # (B, Dv + Da)
 
     def embed_videos(self, batch: Batch) -> torch.Tensor:
         return self.W(self.drop_in(self._inputs(batch)))  # (B, Dt); dropout is a no-op in eval

@@ -1,0 +1,310 @@
+"""f-VAEGAN-D2 (registry name `fvaegan`).
+
+Xian, Sharma, Schiele, Akata: "f-VAEGAN-D2: A Feature Generating Framework for Any-Shot Learning",
+CVPR 2019; in its audio-visual adaptation of the AVCA-GZSL benchmark (Mercea et al., CVPR 2022, reference
+code `ExplainableML/AVCA-GZSL`: `vae_gan_d2_xu_fsl.py`, `src/model_gen.py`, `src/classifier_fsl.py`).
+A feature generator, not an embedding model: it learns to generate video features from class text, then
+a softmax classifier trained on real seen + generated unseen features classifies.
+
+    x = normalize([mean_t a ; mean_t v])              (B, Dx = Da + Dv), one L2 norm over the concatenation
+    w = text of x's class                             (B, Dt)
+    E(x, w) -> μ, log σ²        (Dx + Dt) -> enc_hidden -> 2 x latent       (ReLU)
+    G(z, w) -> x̃                (latent + Dt) -> gen_hidden -> Dx          (ReLU, then 2σ - 1)
+    D(x, w) -> score            (Dx + Dt) -> critic_hidden -> 1            (LeakyReLU 0.2): conditional critic
+    D2(x)   -> score            Dx -> critic_hidden -> 1                   unconditional critic (the "D2")
+
+    critic (every step), z ~ N(0, I), x̂ = G(z, w) held fixed:
+        l_D  = D(x̂, w) - D(x, w) + λ GP(D)   +   ud [D2(x̂) - D2(x) + λ GP(D2)]
+        GP(f) = mean_i (‖∇ f(x̄_i)‖ - 1)²,  x̄ = α x + (1 - α) x̂,  α ~ U(0, 1) per row      (WGAN-GP)
+    generator (every `critic_iter`-th step), critics held fixed:
+        z' = μ + σ ε,  x̃ = G(z', w)
+        l_G  = gan_weight [-D(x̃, w) - D(x̂, w) - d2_weight D2(x̂)]  +  vae_weight [BCE(x̃, x) + KL(μ, σ)]
+        BCE(x̃, x) = -Σ_{i,j} q_ij log p_ij + (1 - q_ij) log(1 - p_ij),  p = (x̃ + 1)/2, q = (x + 1)/2
+        KL = -½ Σ (1 + log σ² - μ² - σ²)
+    loss = l_D + l_G: one backward, one Adam step. Each network only receives the gradient of its own
+    objective: the critic term sees x̂ detached, and the generator term calls the critics with detached
+    weights, so the single optimiser of the protocol updates critics and generator simultaneously.
+
+Test-time rule (how a generator fits the protocol): for a candidate class set (`embed_classes(text)`),
+every candidate with real training features in the model's feature bank uses them, every other candidate
+gets `syn_num` generated features G(z, w), z ~ N(0, I); a linear softmax classifier is trained on them
+(`cls_epochs` epochs of Adam, lr `cls_lr`, betas (0.5, 0.999), batch `cls_bs`, the reference's
+classifier_fsl settings) and a class's "embedding" is its classifier row [W_c, b_c]. A video's
+embedding is [normalize(x), 1], and `distances` = -log softmax(scores): the negative classifier
+log-probability, so calibrated stacking and the β search apply as for every model. The feature bank is
+a ring buffer of the last `bank_size` training videos the loss saw (class-balanced draws, so roughly
+equal rows per class), stored in float16 with each row's class key; the classifier's data and noise come
+from a generator seeded with `eval_seed`, so one model gives one classifier (checkpoints reload to equal
+distances) and evaluating never touches the training RNG stream.
+
+Differences from the reference code (each a choice, with its switch where one exists):
+- the reference's epoch loop `break`s after its first generator update, so one "epoch" is one critic
+  step and one generator step (50 of each in a whole run); we train every batch of every epoch, the
+  critic each step and the generator every `critic_iter`-th. `--set n_batches=1 fvaegan.critic_iter=1`
+  gives the reference's amount of training.
+- critics and generator are updated in the same optimiser step (the reference steps the critics first,
+  then the generator against the updated critics), by the protocol's one Adam with the model's betas
+  (`adam_beta1`, reference 0.5) and the run's lr; the reference has no lr scheduler here (the
+  preset's `scheduler_patience` keeps ReduceLROnPlateau from firing).
+- the reference chooses its epoch, and the classifier's epoch, on the evaluation split, which is the
+  test set in its second stage; here stage 1 selects on validation, the classifier trains for exactly
+  `cls_epochs` epochs, and the test set is never used for selection.
+- the reference trains its classifier on all real training videos; we use the bank (`bank_size`).
+- the reference scores GZSL by argmax of the classifier with no calibration; here calibrated stacking
+  applies, as for every model (β = 0 is the reference's rule).
+- the reference's generator ends in a sigmoid and its BCE compares σ(h) with the L2-normalised x itself.
+  Those x have negative entries, where the BCE has no lower bound (-x log σ(h) -> -inf as σ(h) -> 0): the
+  reconstruction term runs away and the weights become NaN after a few hundred steps (measured on the
+  synthetic UCF-like set: step ~140 at full training, epoch 12 at the reference's one step per epoch).
+  Our default `decoder_output: shifted_sigmoid` generates 2σ(h) - 1 and compares σ(h) with (x + 1)/2,
+  both in [0, 1]: the same BCE, bounded. `sigmoid` is the reference's; `linear` with `recon: mse` a
+  third choice. The BCE is computed from the logits (finite gradients where σ saturates).
+Followed as in the reference: D2 sees real seen features only and the generator's loss has no D2 term
+(`d2_weight: 0`; the paper's D2 sees unlabelled unseen features); gan_weight 1e5 (the reference's
+default); Linear weights initialised N(0, 0.02), biases 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..settings import POSITIVE, SEED, WEIGHT, WIDTH, setting
+from ..data.types import FeatureDims
+from ..errors import ConfigError
+from . import register_model
+from .base import Batch, GZSLModel
+from .layers import masked_mean
+
+OUTPUTS = ("shifted_sigmoid", "sigmoid", "linear")
+RECONS = ("bce", "mse")
+
+
+@dataclass
+class FVAEGANConfig:
+    latent: int = setting(300, WIDTH)  # z (reference --latent_size 300)
+    gen_hidden: int = setting(512, WIDTH)  # G hidden width (reference decoder_layer_sizes [512, Dx])
+    enc_hidden: int = setting(300, WIDTH)  # E hidden width (reference encoder_layer_sizes [Dx, 300])
+    critic_hidden: int = setting(512, WIDTH)  # D and D2 hidden width (reference --ndh 512)
+    critic_iter: int = setting(5, WIDTH)  # generator step every critic_iter-th step (reference --critic_iter 5)
+    gp_weight: float = setting(10.0, WEIGHT)  # λ of the gradient penalty (reference --lambda1 10)
+    gan_weight: float = setting(1e5, WEIGHT)  # (reference --gan_weight default 100000)
+    vae_weight: float = setting(1.0, WEIGHT)  # (reference --vae_weight 1)
+    ud_weight: float = setting(1.0, WEIGHT)  # weight of D2's critic objective (reference --ud_weight 1)
+    d2_weight: float = setting(0.0, WEIGHT)  # D2's term in the generator loss (reference: none, 0)
+    decoder_output: str = "shifted_sigmoid"  # shifted_sigmoid 2σ - 1 (ours) | sigmoid (reference) | linear
+    recon: str = "bce"  # bce (reference; needs a sigmoid output) | mse
+    adam_beta1: float = setting(0.5, "[0, 1)")  # Adam's beta1 for all networks (reference --beta1 0.5)
+    syn_num: int = setting(1000, WIDTH)  # generated features per candidate without real ones (UCF/ANet
+    #                                      scripts 1000, VGGSound 10000)
+    cls_epochs: int = setting(30, WIDTH)  # classifier epochs (reference --nepoch_classifier 30)
+    cls_lr: float = setting(1e-3, POSITIVE)  # (reference --classifier_lr 0.001)
+    cls_bs: int = setting(1000, WIDTH)  # classifier batch (the reference passes syn_num as its batch size)
+    bank_size: int = setting(4096, WIDTH)  # real training features kept for the classifier (ours)
+    eval_seed: int = setting(0, SEED)  # seeds the classifier's noise and order (ours)
+
+    def __post_init__(self):
+        if self.decoder_output not in OUTPUTS:
+            raise ConfigError(f"fvaegan.decoder_output={self.decoder_output!r}: expected one of {', '.join(OUTPUTS)}")
+        if self.recon not in RECONS:
+            raise ConfigError(f"fvaegan.recon={self.recon!r}: expected one of {', '.join(RECONS)}")
+        if self.recon == "bce" and self.decoder_output == "linear":
+            raise ConfigError("fvaegan.recon=bce needs a sigmoid decoder_output (BCE takes probabilities)")
+
+
+def _init_normal(module: nn.Module) -> None:
+    """The reference's weights_init: Linear weights N(0, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Critic(nn.Module):
+    """[x ; w] -> hidden -> LeakyReLU(0.2) -> 1 (w omitted for the unconditional critic)."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_in, hidden), nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        h = x if w is None else torch.cat([x, w], dim=1)  # (B, Dx [+ Dt])
+        return self.fc2(F.leaky_relu(self.fc1(h), 0.2)).squeeze(1)  # (B,)
+
+
+def bce_sum(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-Σ x log σ(h) + (1 - x) log(1 - σ(h)), from the logits h (log σ(h) = -softplus(-h)): finite
+    gradients where σ saturates, where a log of the probability gives 0 * inf. Written out because the
+    targets may leave [0, 1] (the reference's BCE against normalised features)."""
+    return (x * F.softplus(-logits) + (1 - x) * F.softplus(logits)).sum()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, *cond) -> torch.Tensor:
+    """mean_i (‖∇_x critic(x̄_i)‖ - 1)² at x̄ = α real + (1 - α) fake; alpha (B, 1)."""
+    mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)  # (B, Dx)
+    out = critic(mix, *cond)
+    grad, = torch.autograd.grad(out.sum(), mix, create_graph=True)  # (B, Dx)
+    return ((grad.norm(dim=1) - 1) ** 2).mean()
+
+
+@register_model("fvaegan")
+class FVAEGAN(GZSLModel):
+    Config = FVAEGANConfig
+    reference_code = "avca-gzsl"
+
+    def __init__(self, cfg: FVAEGANConfig, dims: FeatureDims):
+        super().__init__(cfg, dims)
+        dx, dt = dims.audio + dims.video, dims.text
+        self.E = nn.Sequential(nn.Linear(dx + dt, cfg.enc_hidden), nn.ReLU())
+        self.E_mean, self.E_logvar = nn.Linear(cfg.enc_hidden, cfg.latent), nn.Linear(cfg.enc_hidden, cfg.latent)
+        self.G = nn.Sequential(nn.Linear(cfg.latent + dt, cfg.gen_hidden), nn.ReLU(), nn.Linear(cfg.gen_hidden, dx))
+        self.D = Critic(dx + dt, cfg.critic_hidden)
+        self.D2 = Critic(dx, cfg.critic_hidden)
+        _init_normal(self)
+        g = torch.Generator().manual_seed(int(cfg.eval_seed))
+        # bank rows are matched to candidate classes by key = text · r (float64, random r): exact texts
+        # give equal keys up to rounding, distinct texts keys that differ by O(1)
+        self.register_buffer("key_proj", torch.randn(dt, generator=g, dtype=torch.float64))
+        self.register_buffer("bank_x", torch.zeros(cfg.bank_size, dx, dtype=torch.float16))
+        self.register_buffer("bank_key", torch.zeros(cfg.bank_size, dtype=torch.float64))
+        self.register_buffer("bank_written", torch.zeros((), dtype=torch.long))  # rows ever written
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (critic_iter)
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        return (self.cfg.adam_beta1, 0.999)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        a = masked_mean(batch.audio, batch.audio_mask).float()  # (B, Da)
+        v = masked_mean(batch.video, batch.video_mask).float()  # (B, Dv)
+        return F.normalize(torch.cat([a, v], dim=1), dim=1)  # (B, Dx)
+
+    def generate(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self._output(self.G(torch.cat([z, w], dim=1)))  # (B, latent + Dt) -> (B, Dx)
+
+    def _output(self, h: torch.Tensor) -> torch.Tensor:
+        if self.cfg.decoder_output == "linear":
+            return h
+        p = torch.sigmoid(h)
+        return 2 * p - 1 if self.cfg.decoder_output == "shifted_sigmoid" else p
+
+    def reconstruction(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Of the generator's logits h, summed over the batch as the reference. `shifted_sigmoid` reads
+        σ(h) as (x̃ + 1)/2 against (x + 1)/2: both in [0, 1] (x is L2-normalised), so the BCE is bounded
+        below; the reference's BCE of σ(h) against x itself is not, wherever x < 0 (it falls without
+        bound as σ(h) -> 0), and diverges once trained for more than a few hundred steps."""
+        if self.cfg.recon == "mse":
+            return F.mse_loss(h, x, reduction="sum")
+        return bce_sum(h, (x + 1) / 2 if self.cfg.decoder_output == "shifted_sigmoid" else x)
+
+    def _keys(self, text: torch.Tensor) -> torch.Tensor:
+        return (text.double() * self.key_proj).sum(dim=1)  # (K,)
+
+    @torch.no_grad()
+    def _remember(self, x: torch.Tensor, w: torch.Tensor) -> None:
+        """Write this batch into the ring buffer (the last bank_size rows win)."""
+        cap, n = self.bank_x.shape[0], x.shape[0]
+        rows = (self.bank_written + torch.arange(n, device=x.device)) % cap  # (B,) no host sync
+        self.bank_x[rows] = x.to(self.bank_x.dtype)
+        self.bank_key[rows] = self._keys(w)
+        self.bank_written += n
+
+    def loss(self, batch, class_text, target):
+        cfg = self.cfg
+        x = self.features(batch)  # (B, Dx)
+        w = class_text[target].float()  # (B, Dt)
+        B = x.shape[0]
+        if self.training and torch.is_grad_enabled():
+            self._remember(x, w)
+        z = torch.randn(B, cfg.latent, device=x.device)
+        fake = self.generate(z, w)  # (B, Dx)
+        alpha = torch.rand(B, 1, device=x.device)
+        fk = fake.detach()
+        wd = self.D(x, w).mean() - self.D(fk, w).mean()
+        wd2 = self.D2(x).mean() - self.D2(fk).mean()
+        terms = {"wdist": wd, "wdist2": wd2,
+                 "gp": gradient_penalty(self.D, x, fk, alpha, w), "gp2": gradient_penalty(self.D2, x, fk, alpha)}
+        critic = -wd + cfg.gp_weight * terms["gp"] + cfg.ud_weight * (-wd2 + cfg.gp_weight * terms["gp2"])
+        total = critic
+        # the first step of every critic_iter updates the generator too (reference: batch_idx % 5 == 0)
+        generator_step = int(self.steps) % cfg.critic_iter == 0
+        if generator_step:
+            h = self.E(torch.cat([x, w], dim=1))  # (B, Dx + Dt) -> (B, enc_hidden)
+            mean, logvar = self.E_mean(h), self.E_logvar(h)  # (B, latent) each
+            z_enc = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)  # (B, latent)
+            h_rec = self.G(torch.cat([z_enc, w], dim=1))  # (B, latent + Dt) -> (B, Dx) logits
+            recon = self._output(h_rec)
+            rec = self.reconstruction(h_rec, x)
+            kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum()
+            D, D2 = self._frozen(self.D), self._frozen(self.D2)
+            adv = -D(recon, w).mean() - D(fake, w).mean() - cfg.d2_weight * D2(fake).mean()
+            terms.update(rec=rec, kl=kl, adv=adv)
+            total = total + cfg.gan_weight * adv + cfg.vae_weight * (rec + kl)
+        if self.training and torch.is_grad_enabled():
+            self.steps += 1
+        return total, {**{k: t.detach() for k, t in terms.items()}, "total": total.detach()}
+
+    @staticmethod
+    def _frozen(critic: nn.Module):
+        """The critic with detached weights: the generator's gradient flows through it, not into it."""
+        params = {k: p.detach() for k, p in critic.named_parameters()}
+        return lambda *args: functional_call(critic, params, args)
+
+    # ---- evaluation: a classifier per candidate set ------------------------------------------------------
+    def embed_videos(self, batch: Batch) -> torch.Tensor:
+        x = self.features(batch)  # (B, Dx)
+        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, Dx + 1): the bias column
+
+    def embed_classes(self, text: torch.Tensor) -> torch.Tensor:
+        """(C, Dt) candidate texts -> (C, Dx + 1) rows [W_c, b_c] of a classifier trained for them."""
+        with torch.inference_mode(False), torch.enable_grad():
+            X, y = self._classifier_data(text.float().clone())
+            return self._fit_classifier(X, y, len(text))
+
+    def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
+        scores = self.embed_videos(batch) @ class_emb.T  # (B, Dx + 1) @ (Dx + 1, C) -> (B, C)
+        return -torch.log_softmax(scores, dim=1)
+
+    def _generator(self, device) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(int(self.cfg.eval_seed))
+
+    @torch.no_grad()
+    def _classifier_data(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real bank rows of the candidates that have them, syn_num generated rows for the others."""
+        device, cfg = text.device, self.cfg
+        g = self._generator(device)
+        keys = self._keys(text)  # (C,)
+        filled = torch.arange(len(self.bank_key), device=device) < self.bank_written  # (cap,)
+        bank_keys = self.bank_key[filled]  # (n,)
+        close = (bank_keys[:, None] - keys[None, :]).abs() <= 1e-6 * (1 + keys.abs()[None, :])  # (n, C)
+        has_row = close.any(dim=0)  # (C,)
+        row_of, label = close.any(dim=1), close.float().argmax(dim=1)  # (n,), (n,)
+        X = [self.bank_x[filled][row_of].float()]  # (n_real, Dx)
+        y = [label[row_of]]
+        missing = torch.nonzero(~has_row).flatten()
+        if len(missing):
+            wm = text[missing].repeat_interleave(cfg.syn_num, dim=0)  # (M * syn_num, Dt)
+            z = torch.randn(len(wm), cfg.latent, generator=g, device=device)
+            X.append(self.generate(z, wm))  # (M * syn_num, Dx)
+            y.append(missing.repeat_interleave(cfg.syn_num))
+        return F.normalize(torch.cat(X), dim=1), torch.cat(y)  # (N, Dx): the classifier normalises its inputs
+
+    def _fit_classifier(self, X: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+        cfg, device = self.cfg, X.device
+        g = self._generator(device)
+        W = (torch.randn(n_classes, X.shape[1], generator=g, device=device) * 0.02).requires_grad_(True)
+        b = torch.zeros(n_classes, device=device, requires_grad=True)
+        opt = torch.optim.Adam([W, b], lr=cfg.cls_lr, betas=(0.5, 0.999))
+        order = torch.randperm(len(X), generator=g, device=device)  # shuffled once, as the reference
+        X, y = X[order], y[order]
+        for _ in range(cfg.cls_epochs):
+            for start in range(0, len(X), cfg.cls_bs):
+                xb, yb = X[start:start + cfg.cls_bs], y[start:start + cfg.cls_bs]
+                loss = F.cross_entropy(xb @ W.T + b, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return torch.cat([W, b[:, None]], dim=1).detach()  # (C, Dx + 1)

@@ -42,7 +42,7 @@ def test_bce_sum_is_the_elementwise_formula_even_outside_0_1():
             p = 1 / (1 + math.exp(-float(h[i, j].detach())))
             want -= float(x[i, j]) * math.log(p) + (1 - float(x[i, j])) * math.log(1 - p)
     got = bce_sum(h, x)
-    assert float(got) == pytest.approx(want, rel=1e-12)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-12)
     got.backward()
     assert torch.isfinite(h.grad).all()  # saturated σ: a log of the probability would give 0 * inf here
 
@@ -158,7 +158,7 @@ def test_bank_keeps_the_last_rows_and_the_classifier_uses_real_rows_for_trained_
     rows = torch.tensor([8, 9, 0, 1])  # (12 - 4 + i) % 10
     torch.testing.assert_close(m.bank_x[rows].float(), last, atol=2e-3, rtol=0)
     m.eval()
-    X, y = m._classifier_data(t)  # candidates 0..3: 0-2 were trained on, 3 was not
+    X, y = m.classifier_data(t)  # candidates 0..3: 0-2 were trained on, 3 was not
     counts = torch.bincount(y, minlength=4)
     assert counts.tolist() == [2, 4, 4, m.cfg.syn_num]  # class 0 has 2 rows left in the ring
     assert torch.allclose(X.norm(dim=1), torch.ones(len(X)))

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .base import Batch, GZSLModel
 
 _REGISTRY: dict[str, type[GZSLModel]] = {}
-_NOT_MODELS = {"base", "layers"}
+_NOT_MODELS = {"base", "layers", "generative"}
 
 
 def register_model(name: str):

@@ -25,17 +25,10 @@ a softmax classifier trained on real seen + generated unseen features classifies
     objective: the critic term sees x̂ detached, and the generator term calls the critics with detached
     weights, so the single optimiser of the protocol updates critics and generator simultaneously.
 
-Test-time rule (how a generator fits the protocol): for a candidate class set (`embed_classes(text)`),
-every candidate with real training features in the model's feature bank uses them, every other candidate
-gets `syn_num` generated features G(z, w), z ~ N(0, I); a linear softmax classifier is trained on them
-(`cls_epochs` epochs of Adam, lr `cls_lr`, betas (0.5, 0.999), batch `cls_bs`, the reference's
-classifier_fsl settings) and a class's "embedding" is its classifier row [W_c, b_c]. A video's
-embedding is [normalize(x), 1], and `distances` = -log softmax(scores): the negative classifier
-log-probability, so calibrated stacking and the β search apply as for every model. The feature bank is
-a ring buffer of the last `bank_size` training videos the loss saw (class-balanced draws, so roughly
-equal rows per class), stored in float16 with each row's class key; the classifier's data and noise come
-from a generator seeded with `eval_seed`, so one model gives one classifier (checkpoints reload to equal
-distances) and evaluating never touches the training RNG stream.
+Test-time rule (models/generative.py, shared with the other feature-generating models): for each
+candidate class set a softmax classifier is trained on real bank features of the candidates trained on and
+`syn_num` generated features G(z, w) of the others (the reference's classifier_fsl settings: 30 epochs of
+Adam, lr 1e-3, betas (0.5, 0.999), batch = syn_num); `distances` = its negative log-probabilities.
 
 Differences from the reference code (each a choice, with its switch where one exists):
 - the reference's epoch loop `break`s after its first generator update, so one "epoch" is one critic
@@ -72,11 +65,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..settings import POSITIVE, SEED, WEIGHT, WIDTH, setting
+from ..settings import WEIGHT, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
-from .base import Batch, GZSLModel
+from .base import Batch
+from .generative import FeatureGeneratingModel, GenerativeEvalConfig
 from .layers import masked_mean
 
 OUTPUTS = ("shifted_sigmoid", "sigmoid", "linear")
@@ -84,7 +78,7 @@ RECONS = ("bce", "mse")
 
 
 @dataclass
-class FVAEGANConfig:
+class FVAEGANConfig(GenerativeEvalConfig):  # + syn_num, cls_epochs, cls_lr, cls_bs, bank_size, eval_seed
     latent: int = setting(300, WIDTH)  # z (reference --latent_size 300)
     gen_hidden: int = setting(512, WIDTH)  # G hidden width (reference decoder_layer_sizes [512, Dx])
     enc_hidden: int = setting(300, WIDTH)  # E hidden width (reference encoder_layer_sizes [Dx, 300])
@@ -98,13 +92,6 @@ class FVAEGANConfig:
     decoder_output: str = "shifted_sigmoid"  # shifted_sigmoid 2σ - 1 (ours) | sigmoid (reference) | linear
     recon: str = "bce"  # bce (reference; needs a sigmoid output) | mse
     adam_beta1: float = setting(0.5, "[0, 1)")  # Adam's beta1 for all networks (reference --beta1 0.5)
-    syn_num: int = setting(1000, WIDTH)  # generated features per candidate without real ones (UCF/ANet
-    #                                      scripts 1000, VGGSound 10000)
-    cls_epochs: int = setting(30, WIDTH)  # classifier epochs (reference --nepoch_classifier 30)
-    cls_lr: float = setting(1e-3, POSITIVE)  # (reference --classifier_lr 0.001)
-    cls_bs: int = setting(1000, WIDTH)  # classifier batch (the reference passes syn_num as its batch size)
-    bank_size: int = setting(4096, WIDTH)  # real training features kept for the classifier (ours)
-    eval_seed: int = setting(0, SEED)  # seeds the classifier's noise and order (ours)
 
     def __post_init__(self):
         if self.decoder_output not in OUTPUTS:
@@ -151,7 +138,7 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torc
 
 
 @register_model("fvaegan")
-class FVAEGAN(GZSLModel):
+class FVAEGAN(FeatureGeneratingModel):
     Config = FVAEGANConfig
     reference_code = "avca-gzsl"
 
@@ -164,14 +151,12 @@ class FVAEGAN(GZSLModel):
         self.D = Critic(dx + dt, cfg.critic_hidden)
         self.D2 = Critic(dx, cfg.critic_hidden)
         _init_normal(self)
-        g = torch.Generator().manual_seed(int(cfg.eval_seed))
-        # bank rows are matched to candidate classes by key = text · r (float64, random r): exact texts
-        # give equal keys up to rounding, distinct texts keys that differ by O(1)
-        self.register_buffer("key_proj", torch.randn(dt, generator=g, dtype=torch.float64))
-        self.register_buffer("bank_x", torch.zeros(cfg.bank_size, dx, dtype=torch.float16))
-        self.register_buffer("bank_key", torch.zeros(cfg.bank_size, dtype=torch.float64))
-        self.register_buffer("bank_written", torch.zeros((), dtype=torch.long))  # rows ever written
+        self.init_bank(dx, dt)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (critic_iter)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.latent
 
     @property
     def adam_betas(self) -> tuple[float, float]:
@@ -200,25 +185,13 @@ class FVAEGAN(GZSLModel):
             return F.mse_loss(h, x, reduction="sum")
         return bce_sum(h, (x + 1) / 2 if self.cfg.decoder_output == "shifted_sigmoid" else x)
 
-    def _keys(self, text: torch.Tensor) -> torch.Tensor:
-        return (text.double() * self.key_proj).sum(dim=1)  # (K,)
-
-    @torch.no_grad()
-    def _remember(self, x: torch.Tensor, w: torch.Tensor) -> None:
-        """Write this batch into the ring buffer (the last bank_size rows win)."""
-        cap, n = self.bank_x.shape[0], x.shape[0]
-        rows = (self.bank_written + torch.arange(n, device=x.device)) % cap  # (B,) no host sync
-        self.bank_x[rows] = x.to(self.bank_x.dtype)
-        self.bank_key[rows] = self._keys(w)
-        self.bank_written += n
-
     def loss(self, batch, class_text, target):
         cfg = self.cfg
         x = self.features(batch)  # (B, Dx)
         w = class_text[target].float()  # (B, Dt)
         B = x.shape[0]
         if self.training and torch.is_grad_enabled():
-            self._remember(x, w)
+            self.remember(x, w)
         z = torch.randn(B, cfg.latent, device=x.device)
         fake = self.generate(z, w)  # (B, Dx)
         alpha = torch.rand(B, 1, device=x.device)
@@ -252,59 +225,3 @@ class FVAEGAN(GZSLModel):
         """The critic with detached weights: the generator's gradient flows through it, not into it."""
         params = {k: p.detach() for k, p in critic.named_parameters()}
         return lambda *args: functional_call(critic, params, args)
-
-    # ---- evaluation: a classifier per candidate set ------------------------------------------------------
-    def embed_videos(self, batch: Batch) -> torch.Tensor:
-        x = self.features(batch)  # (B, Dx)
-        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, Dx + 1): the bias column
-
-    def embed_classes(self, text: torch.Tensor) -> torch.Tensor:
-        """(C, Dt) candidate texts -> (C, Dx + 1) rows [W_c, b_c] of a classifier trained for them."""
-        with torch.inference_mode(False), torch.enable_grad():
-            X, y = self._classifier_data(text.float().clone())
-            return self._fit_classifier(X, y, len(text))
-
-    def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
-        scores = self.embed_videos(batch) @ class_emb.T  # (B, Dx + 1) @ (Dx + 1, C) -> (B, C)
-        return -torch.log_softmax(scores, dim=1)
-
-    def _generator(self, device) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(int(self.cfg.eval_seed))
-
-    @torch.no_grad()
-    def _classifier_data(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real bank rows of the candidates that have them, syn_num generated rows for the others."""
-        device, cfg = text.device, self.cfg
-        g = self._generator(device)
-        keys = self._keys(text)  # (C,)
-        filled = torch.arange(len(self.bank_key), device=device) < self.bank_written  # (cap,)
-        bank_keys = self.bank_key[filled]  # (n,)
-        close = (bank_keys[:, None] - keys[None, :]).abs() <= 1e-6 * (1 + keys.abs()[None, :])  # (n, C)
-        has_row = close.any(dim=0)  # (C,)
-        row_of, label = close.any(dim=1), close.float().argmax(dim=1)  # (n,), (n,)
-        X = [self.bank_x[filled][row_of].float()]  # (n_real, Dx)
-        y = [label[row_of]]
-        missing = torch.nonzero(~has_row).flatten()
-        if len(missing):
-            wm = text[missing].repeat_interleave(cfg.syn_num, dim=0)  # (M * syn_num, Dt)
-            z = torch.randn(len(wm), cfg.latent, generator=g, device=device)
-            X.append(self.generate(z, wm))  # (M * syn_num, Dx)
-            y.append(missing.repeat_interleave(cfg.syn_num))
-        return F.normalize(torch.cat(X), dim=1), torch.cat(y)  # (N, Dx): the classifier normalises its inputs
-
-    def _fit_classifier(self, X: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-        cfg, device = self.cfg, X.device
-        g = self._generator(device)
-        W = (torch.randn(n_classes, X.shape[1], generator=g, device=device) * 0.02).requires_grad_(True)
-        b = torch.zeros(n_classes, device=device, requires_grad=True)
-        opt = torch.optim.Adam([W, b], lr=cfg.cls_lr, betas=(0.5, 0.999))
-        order = torch.randperm(len(X), generator=g, device=device)  # shuffled once, as the reference
-        X, y = X[order], y[order]
-        for _ in range(cfg.cls_epochs):
-            for start in range(0, len(X), cfg.cls_bs):
-                xb, yb = X[start:start + cfg.cls_bs], y[start:start + cfg.cls_bs]
-                loss = F.cross_entropy(xb @ W.T + b, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        return torch.cat([W, b[:, None]], dim=1).detach()  # (C, Dx + 1)

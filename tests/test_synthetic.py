@@ -209,7 +209,9 @@ def test_other_feature_sets(feature_set, dims, text_dim, tmp_path):
     a, v, _, _ = read_stage(root, "stage_1_val_unseen", method=feature_set)
     assert (a[0].shape[0], v[0].shape[0]) == dims and a[0].dtype == np.float32
     text_dir = root / "features" / feature_set / "text"
-    assert sorted(p.name for p in text_dir.iterdir()) == ["word_embeddings_activitynet_normed.npy"]
+    # the release's one word2vec dict, plus our names + descriptions class text (data/synthetic_v2.py)
+    assert sorted(p.name for p in text_dir.iterdir()) == ["class_text_descriptions.json", "class_text_descriptions.npy",
+                                                          "word_embeddings_activitynet_normed.npy"]
     text = np.load(text_dir / "word_embeddings_activitynet_normed.npy", allow_pickle=True).item()
     assert len(text) == 200 and next(iter(text.values())).shape == (text_dim,)
 
@@ -241,7 +243,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     t2 = _tree(make_synthetic("ucf", tmp_path / "c", scale=0.05, seed=4))
     assert t0 == t1
     assert t0.keys() == t2.keys()  # same classes, splits and counts...
-    feats = [k for k in t0 if k.startswith("features/")]
+    feats = [k for k in t0 if k.startswith("features/") and not k.endswith(".json")]  # .json: names, format
     assert all(t0[k] != t2[k] for k in feats)  # ...new features and text
     assert t0["class-split/all_class.txt"] == t2["class-split/all_class.txt"]
 

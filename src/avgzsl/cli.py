@@ -18,10 +18,6 @@ from .errors import AvgzslError
 
 log = logging.getLogger("avgzsl")
 
-def _data_options(cfg) -> dict:
-    return dict(split=cfg.split, feature_dir=cfg.feature_dir, text_alignment=cfg.text_alignment)
-
-
 def print_table(rows: list[tuple[str, dict]], file=sys.stdout) -> None:
     """Rows of (label, {seen, unseen, hm, zsl, beta}) as a percent table."""
     w = max([len(r[0]) for r in rows] + [5])
@@ -73,8 +69,8 @@ def cmd_convert(args) -> int:
 
 
 def _load_bench(data: str, cfg, no_cache: bool = False):
-    from .data import load_benchmark
-    return load_benchmark(data, cache=not no_cache, progress=True, **_data_options(cfg))
+    from .classtext import load_run_benchmark
+    return load_run_benchmark(data, cfg, cache=not no_cache, progress=True)
 
 
 def default_run_dir(cfg, bench_name: str) -> Path:
@@ -248,11 +244,16 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_embed_classes(args) -> int:
-    from .encoders import embed_classes, read_names
+    from .encoders import embed_classes, get_encoder, read_names
     names = read_names(args.names)
-    emb = embed_classes(names, args.encoder, weights=args.weights, clip_weights=args.clip_weights,
-                        clap_weights=args.clap_weights, templates=args.templates, device=args.device,
-                        progress=not args.quiet)
+    kw = dict(weights=args.weights, clip_weights=args.clip_weights, clap_weights=args.clap_weights,
+              templates=args.templates, device=args.device)
+    if args.descriptions:
+        from .classtext import describe_classes, read_descriptions
+        emb = describe_classes(names, read_descriptions(args.descriptions), get_encoder(args.encoder, **kw),
+                               source=args.descriptions, progress=not args.quiet)
+    else:
+        emb = embed_classes(names, args.encoder, progress=not args.quiet, **kw)
     out = emb.save(args.out, overwrite=args.overwrite)
     print(f"wrote {out}: {len(emb)} classes x {emb.dim} (encoder {emb.encoder}, text space {emb.space})")
     return 0
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("names", help="text file, one class name per line")
     q.add_argument("--encoder", default="minilm", help="clip | clap | clipclap | minilm (default minilm)")
     q.add_argument("--templates", help="prompt templates: person | vggsound | none | FILE (one per line, with {})")
+    q.add_argument("--descriptions", help="CSV, one row per class: name, description, ... (each class vector = "
+                                          "the mean of its name's and descriptions' embeddings; KDA)")
     q.add_argument("--out", required=True, help="FILE.npy (+ FILE.json beside it) or a native folder")
     q.add_argument("--overwrite", action="store_true")
     weight_args(q)

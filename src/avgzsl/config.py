@@ -86,6 +86,12 @@ class RunConfig:
     stage2_lr: str = "replay"  # replay | reference
     beta_grid: str = "clipclap"  # clipclap | avca
     eval_bs: int = setting(4096, "[1, 1048576]")  # videos per evaluation chunk
+    # class text other than the benchmark's (classtext.py): a class-embeddings file, or a descriptions CSV
+    # (class, description, ...) embedded at load by text_encoder (default: the benchmark space's encoder)
+    class_text: str | None = None
+    descriptions: str | None = None
+    text_encoder: str | None = None  # clip | clap | clipclap | minilm (encoders/text.py)
+    text_weights: str | None = None  # the encoder's local weights folder (encoders/towers.py)
     allow_leakage: bool = False  # run despite a failed leakage check (recorded in the run folder)
     allow_data_change: bool = False  # --resume on data of another fingerprint (recorded in env.json)
     reference_mode: bool = False  # reproduce the reference code's behaviours, bugs included (REFERENCE_BEHAVIOURS)

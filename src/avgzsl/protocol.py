@@ -31,7 +31,8 @@ from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
-from .errors import AvgzslError, DataError, LeakageError
+from .errors import AvgzslError, ConfigError, DataError, LeakageError
+from .leakage import check_leakage
 from .metrics import GZSLResult, gzsl_metrics
 from .models import build_model, get_model_class
 from .runfolder import RunFolder
@@ -56,44 +57,6 @@ class EvalSet:
         class_ids = np.union1d(seen.classes, unseen.classes)
         return EvalSet(SplitTensors.from_split(Split.concat([seen, unseen]), device), class_ids,
                        np.isin(class_ids, seen.classes))
-
-
-def check_leakage(bench: Benchmark) -> tuple[list[str], list[str]]:
-    """The classic GZSL mistakes. Returns (errors, warnings) as one-line messages."""
-    s = bench.splits
-    names = bench.class_names
-    errors, warnings = [], []
-
-    def overlap(a: str, b: str, what: str):
-        both = np.intersect1d(s[a].classes, s[b].classes)
-        if len(both):
-            shown = ", ".join(names[i] for i in both[:5]) + (" ..." if len(both) > 5 else "")
-            errors.append(f"{len(both)} class(es) in both {a} and {b} ({what}): {shown}")
-
-    overlap("stage_1_val_seen", "stage_1_val_unseen", "seen and unseen at once")
-    overlap("stage_2_test_seen", "stage_2_test_unseen", "seen and unseen at once")
-    overlap("stage_1_train", "stage_1_val_unseen", "an unseen validation class is trained on")
-    overlap("stage_2_train", "stage_2_test_unseen", "a test-unseen class is trained on in stage 2")
-    for folder in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_train"):
-        bad = np.intersect1d(np.unique(s[folder].labels), s["stage_2_test_unseen"].classes)
-        if len(bad):
-            errors.append(f"{folder} holds videos of {len(bad)} test-unseen class(es): "
-                          + ", ".join(names[i] for i in bad[:5]))
-    train_folders = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_train")
-    test_names = set(s["stage_2_test_seen"].video_names) | set(s["stage_2_test_unseen"].video_names)
-    for folder in train_folders:
-        shared = test_names.intersection(s[folder].video_names)
-        if shared:
-            errors.append(f"{len(shared)} video(s) of {folder} are also test videos, e.g. {sorted(shared)[0]!r}")
-    val_names = set(s["stage_1_val_seen"].video_names) | set(s["stage_1_val_unseen"].video_names)
-    shared = val_names.intersection(s["stage_1_train"].video_names)
-    if shared:
-        errors.append(f"{len(shared)} video(s) of stage_1_train are also validation videos, e.g. {sorted(shared)[0]!r}")
-    for folder, split in s.items():
-        dup = len(split.video_names) - len(set(split.video_names))
-        if dup:
-            warnings.append(f"{folder}: {dup} duplicate video name(s)")
-    return errors, warnings
 
 
 def _seed(seed: int) -> None:
@@ -223,6 +186,9 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AvgzslError("--device cuda was asked for, but torch finds no CUDA device")
+    if get_model_class(cfg.model).needs_descriptions and not bench.text_from_descriptions:
+        raise ConfigError(f"{cfg.model} needs class descriptions: set descriptions: FILE.csv (one row per class: "
+                          f"name, description, ...) or class_text: an `avgzsl embed-classes --descriptions` file")
     errors, warnings = check_leakage(bench)
     for w in warnings:
         log.warning(w)
@@ -232,8 +198,10 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     run = RunFolder(out_dir) if out_dir is not None else None
     if run is not None:
         run.start(cfg, bench, device, resume=resume, leakage=errors)
-    text_space = {"name": text_space_name(bench.feature_set), "dim": int(bench.text.shape[1]),
-                  "feature_set": bench.feature_set}
+    text_space = {"name": bench.info.get("text_space") or text_space_name(bench.feature_set),
+                  "dim": int(bench.text.shape[1]), "feature_set": bench.feature_set}
+    if bench.info.get("class_text"):
+        text_space["class_text"] = bench.info["class_text"]
     run_dict = cfg.to_dict()
     dims = bench.dims
     s = bench.splits

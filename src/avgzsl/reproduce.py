@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import load_config, resolve_config
-from .data import load_benchmark
+from .classtext import load_run_benchmark
 from .data.cache import default_cache
 from .data.synthetic import synthetic_root
 from .errors import AvgzslError
@@ -112,8 +112,7 @@ def _run_locked(exp: Experiment, device: str, progress: bool) -> dict:
         run.clear()  # killed before its first epoch ended: nothing to keep
     cfg = load_config(resolve_config(exp.preset), exp.sets())
     cfg.name = f"{exp.variant.key}-{exp.dataset}-seed{exp.seed}"
-    bench = load_benchmark(exp.data_root, split=cfg.split, feature_dir=cfg.feature_dir,
-                           text_alignment=cfg.text_alignment)
+    bench = load_run_benchmark(exp.data_root, cfg)
     results = run_protocol(cfg, bench, exp.out, device=device, progress=progress, resume=status == RESUMABLE)
     report_finished_run(exp.out)
     return results

@@ -215,7 +215,7 @@ class RunFolder:
         else:  # on resume the stored config stays as it was written
             write_text(cfg_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         old_env = self._read_env() if resume else {}
-        data = {k: v for k, v in bench.info.items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+        data = {k: v for k, v in bench.info.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
         fingerprint = data_fingerprint(bench)
         changes = list(old_env.get("data_changes") or [])
         old_data = old_env.get("data") if isinstance(old_env.get("data"), dict) else {}

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig
-from .data import load_benchmark
+from .classtext import load_run_benchmark
 from .data.cache import default_cache
 from .data.synthetic import synthetic_root
 from .errors import AvgzslError, ConfigError
@@ -98,7 +98,7 @@ def data_root(spec: SweepSpec, cache: Path | None = None) -> Path:
 
 
 def _load(root: Path, cfg: RunConfig):
-    return load_benchmark(root, split=cfg.split, feature_dir=cfg.feature_dir, text_alignment=cfg.text_alignment)
+    return load_run_benchmark(root, cfg)
 
 
 # ---- one trial (runs in a Tune worker) --------------------------------------------------------

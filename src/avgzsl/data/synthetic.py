@@ -2,8 +2,8 @@
 
 `make_synthetic("ucf", out)` writes a folder that `avgzsl.data.load_benchmark` reads exactly like the real
 ClipClap-GZSL / AVCA release (class-split lists, w2v/CLIP name CSVs, per-class feature pickles, text
-embedding dicts), with the real benchmarks' class counts per split and videos per class (scaled by
-`scale`). docs/synthetic.md has the details.
+dicts; v2 adds a names + descriptions class text), with the real class counts per split and videos per
+class (scaled by `scale`). docs/synthetic.md has the details.
 
 Two latent models ("generators") fill that layout; the writer below is shared and calls the chosen
 model's `params(seed, plan, fs, knobs)` and `videos(params, c, n, seed, temporal, dtype)`:
@@ -32,8 +32,8 @@ only part of the class information, and fusing them must help; nothing here is t
   variation), then x = unit(h_seen_dims @ M_m + o_m + s_n * n) with M_m a fixed random map to the
   feature dim, o_m a shared offset (the "cone" every CLIP/CLAP embedding sits in) and n per-coordinate
   noise. P_MISSING of the videos have one modality (coin flip which) uninformative: h = 0.
-* Temporal. T ~ U{5..10} steps per video and modality (drawn independently); step t is
-  unit(pre-normalisation vector + s_step * noise), fps 1.0.
+* Temporal. T ~ U{5..10} steps per video and modality (drawn independently); step t is unit(pre-
+  normalisation vector + s_step * noise), fps 1.0.
 
 Real-file quirks kept on purpose (the reader meets them on real data): all_class.txt is unsorted and
 lists unused classes; one UCF class is spelled with a different case in all_class.txt than in the
@@ -65,6 +65,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import write_errors
+from ..spaces import text_space_name
 from .cache import default_cache
 from . import synthetic_v2
 from .synthetic_plan import LIKES, _split_classes, class_plan, like_spec
@@ -184,8 +185,7 @@ GENERATORS = {
 
 def _dump(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=4)  # fixed protocol: same seed -> byte-identical files
+    path.write_bytes(pickle.dumps(obj, protocol=4))  # fixed protocol: same seed -> byte-identical files
 
 
 def _write_lines(path: Path, lines: list[str], trailing_newline: bool = True) -> None:
@@ -195,9 +195,7 @@ def _write_lines(path: Path, lines: list[str], trailing_newline: bool = True) ->
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     path.write_text(buf.getvalue())
 
 
@@ -235,8 +233,10 @@ def _write_text(feat: Path, plan: dict, params: dict, feature_set: str) -> None:
     (feat / "text").mkdir(parents=True, exist_ok=True)
     for part, emb in params["text"].items():
         fname, key = files[part]
-        np.save(feat / "text" / fname, {names[c][key]: emb[c] for c in plan["all_order"]},
-                allow_pickle=True)
+        np.save(feat / "text" / fname, {names[c][key]: emb[c] for c in plan["all_order"]}, allow_pickle=True)
+    if params.get("descriptions"):  # v2: the class text of names + descriptions (synthetic_v2.py)
+        synthetic_v2.write_class_text_descriptions(feat / "text", [plan["listed"][c] for c in plan["all_order"]], {
+            p: v[plan["all_order"]] for p, v in params["descriptions"].items()}, text_space_name(feature_set))
 
 
 def _write_features(feat: Path, plan: dict, params: dict, seed: int, temporal: bool, dtype,

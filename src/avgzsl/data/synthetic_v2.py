@@ -40,6 +40,15 @@ Temporal (`temporal=True`): the averaged vector x_m is drawn exactly as above (s
 modality, T ~ U{t_min..t_max} and steps x_m + (step_noise / sqrt(D)) * (z_t - mean_t z_t), z_t ~ N(0, I):
 the steps average to the averaged variant's vector (up to float16 storage rounding).
 
+Class descriptions (for methods defined on name + description text, e.g. KDA): per class, text encoder
+and description j = 1..DESCRIPTIONS (3, as KDA's files), a vector unit((s_c + DESCRIPTION_KNOWLEDGE * u_c
++ text_noise * eta_cj) @ M_part) with the encoder's own map M_part: a description also tells part of
+the nuisance u_c, which the name does not (what a language model's knowledge adds; 0.5 is our choice).
+The class text written as `class_text_descriptions.npy/.json` (a class-embeddings file beside the
+text dicts, encoders/class_embeddings.py) is, per part, the renormalised mean of the name's vector and
+the descriptions', as classtext.describe_classes averages real ones. Their draws come from their own
+stream (default_rng([seed, 2])): every other array is the same with or without them.
+
 Streams: knobs that set an array size (d_latent, n_topics, hidden, modes, t_min, t_max) and topic_alpha
 (Dirichlet draws use rejection sampling) change all later draws; every other knob only changes values,
 e.g. missing_frac 0 and 0.3 give the same videos except the flagged modality.
@@ -58,8 +67,11 @@ import numpy as np
 
 from ..errors import DataError
 
+DESCRIPTIONS = 3  # synthetic descriptions per class (KDA's class-split CSVs hold three)
+DESCRIPTION_KNOWLEDGE = 0.5  # how much of the nuisance latent a description tells (ours)
+
 __all__ = ["SynthKnobs", "LIKE_KNOBS", "default_knobs", "resolve_knobs", "knobs_tag", "latent_params",
-           "class_videos"]
+           "class_videos", "write_class_text_descriptions"]
 
 
 @dataclass(frozen=True)
@@ -188,10 +200,14 @@ def latent_params(seed: int, plan: dict, fs: dict, knobs: SynthKnobs) -> dict:
     s = np.sqrt(1 - k.class_specific**2) * shared + k.class_specific * rng.standard_normal((n, d))
     u = rng.standard_normal((n, d))
     centre = (s + k.nuisance * u) / np.sqrt(1 + k.nuisance**2)
-    text = {}
+    text, descriptions = {}, {}
+    drng = np.random.default_rng([seed, 2])  # descriptions' own stream: nothing else moves
     for part, dim in fs["text"].items():  # each encoder: its own map and label noise, of s_c only
         m = rng.standard_normal((d, dim)) / np.sqrt(d)
         text[part] = _unit((s + k.text_noise * rng.standard_normal(s.shape)) @ m).astype(np.float32)
+        told = s + DESCRIPTION_KNOWLEDGE * u  # (C, d): a description also tells part of the nuisance
+        descs = [_unit((told + k.text_noise * drng.standard_normal(s.shape)) @ m) for _ in range(DESCRIPTIONS)]
+        descriptions[part] = _unit(text[part] + sum(descs)).astype(np.float32)  # mean direction of name + descs
     unseen = np.ones(n, bool)
     unseen[plan["s1"]] = False  # the stage-1 seen classes keep their centres
     theta = np.pi / 4 * (1 + np.tanh(k.reliability_spread * rng.standard_normal(n)))
@@ -215,8 +231,22 @@ def latent_params(seed: int, plan: dict, fs: dict, knobs: SynthKnobs) -> dict:
             w1=w1.astype(np.float32), b1=b1.astype(np.float32), w2=(w2 / scale).astype(np.float32),
             cone=(k.cone * rng.standard_normal(dim)).astype(np.float32),
         )
-    return dict(mix=mix, text=text, mods=mods, sigma=sigma.astype(np.float32), rel=rel, unseen=unseen,
-                knobs=k)
+    return dict(mix=mix, text=text, descriptions=descriptions, mods=mods, sigma=sigma.astype(np.float32),
+                rel=rel, unseen=unseen, knobs=k)
+
+
+def write_class_text_descriptions(text_dir, names: list[str], vectors: dict, space: str) -> None:
+    """The descriptions' class text as a class-embeddings file (the format of
+    encoders/class_embeddings.py, written here without importing it: data does not import encoders;
+    tests/test_kda.py reads it back with ClassEmbeddings.load). names: all_class.txt order, vectors:
+    part -> (C, dim) in that order, CLIP first as the joint text."""
+    joint = np.concatenate([vectors[p] for p in ("clip", "clap", "w2v") if p in vectors], axis=1)
+    np.save(text_dir / "class_text_descriptions.npy", np.ascontiguousarray(joint, np.float32), allow_pickle=False)
+    meta = {"format": "avgzsl-class-embeddings", "format_version": 1, "encoder": "synthetic", "space": space,
+            "dim": int(joint.shape[1]), "names": list(names),
+            "info": {"descriptions": "synthetic", "descriptions_per_class": {"min": DESCRIPTIONS, "max": DESCRIPTIONS},
+                     "description_knowledge": DESCRIPTION_KNOWLEDGE}}
+    (text_dir / "class_text_descriptions.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype) -> dict:

@@ -110,6 +110,11 @@ class Benchmark:
     def classes_of(self, folder: str) -> np.ndarray:
         return self.splits[folder].classes
 
+    @property
+    def text_from_descriptions(self) -> bool:
+        """Whether the class text was made from class descriptions (classtext.py records it)."""
+        return bool((self.info.get("class_text") or {}).get("descriptions"))
+
 
 def empty_benchmark(class_names, text, feature_set: str, audio_dim: int, video_dim: int, info: dict,
                     videos: tuple[str, Split] | None = None) -> Benchmark:

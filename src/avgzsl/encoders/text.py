@@ -149,6 +149,16 @@ class TextEncoder:
     def encode(self, names: Sequence[str], progress: bool = False) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_sentences(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Free sentences (class descriptions) -> (N, D): each embedded as it is, no prompt templates,
+        L2-normalised (per part for a joint space)."""
+        return prompt_ensemble(self._embed, texts, ["{}"], 256, progress, desc=f"{self.name} sentences")
+
+    @property
+    def part_dims(self) -> tuple[int, ...]:
+        """Widths of the separately normalised parts of a vector (a joint space has several)."""
+        return (self.dim,)
+
     def describe(self) -> dict:
         """Provenance written into the embeddings file."""
         return {}
@@ -234,6 +244,14 @@ class ClipClapTextEncoder(TextEncoder):
 
     def encode(self, names: Sequence[str], progress: bool = False) -> np.ndarray:
         return np.concatenate([self.clip.encode(names, progress), self.clap.encode(names, progress)], axis=1)
+
+    def encode_sentences(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return np.concatenate([self.clip.encode_sentences(texts, progress),
+                               self.clap.encode_sentences(texts, progress)], axis=1)
+
+    @property
+    def part_dims(self) -> tuple[int, ...]:
+        return (self.clip.dim, self.clap.dim)
 
     def describe(self) -> dict:
         return {"clip": self.clip.describe(), "clap": self.clap.describe(), "order": ["clip", "clap"]}

@@ -38,6 +38,9 @@ class GZSLModel(nn.Module):
     Config: ClassVar[type]
     # the public code base whose behaviour reference mode reproduces for this model (reference.py)
     reference_code: ClassVar[str] = "clipclap-gzsl"
+    # the method is defined on class texts made from class descriptions (KDA): the protocol refuses a
+    # benchmark whose text was not (Benchmark.text_from_descriptions, classtext.py)
+    needs_descriptions: ClassVar[bool] = False
 
     def __init__(self, cfg, dims: FeatureDims):
         super().__init__()

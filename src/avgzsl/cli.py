@@ -282,6 +282,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_import_checkpoint(args) -> int:
+    from .import_checkpoint import describe_import, import_checkpoint
+    out = import_checkpoint(args.family, args.path, args.out, beta=args.beta, overwrite=args.overwrite,
+                            split=args.split)
+    print(describe_import(out))
+    return 0
+
+
 # ---- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,6 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="FILE.csv or FILE.json")
     weight_args(q)
     q.set_defaults(fn=cmd_predict)
+
+    q = sub.add_parser("import-checkpoint", help="a published model's checkpoint as a run folder for eval/predict")
+    q.add_argument("family", help="whose checkpoint it is: clipclap (the public ClipClap-GZSL code)")
+    q.add_argument("path", help="the checkpoint file (.pt)")
+    q.add_argument("--out", required=True, help="run folder to write")
+    q.add_argument("--beta", type=float, help="calibration beta (not in the public checkpoint; default 0.0)")
+    q.add_argument("--split", default="cls_split", choices=("cls_split", "main_split"),
+                   help="the class split the model was trained on (recorded in the run config)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    q.set_defaults(fn=cmd_import_checkpoint)
 
     q = sub.add_parser("sweep", help="hyper-parameter search with Ray Tune on stage-1 validation HM, "
                                      "then the best config through the full protocol")

@@ -188,7 +188,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
         raise AvgzslError("--device cuda was asked for, but torch finds no CUDA device")
     if get_model_class(cfg.model).needs_descriptions and not bench.text_from_descriptions:
         raise ConfigError(f"{cfg.model} needs class descriptions: set descriptions: FILE.csv (one row per class: "
-                          f"name, description, ...) or class_text: an `avgzsl embed-classes --descriptions` file")
+                          f"name, description, ...), or class_text: a file of `avgzsl embed-classes --descriptions`, "
+                          f"or write that file as class_text_descriptions.npy beside the dataset's text files")
     errors, warnings = check_leakage(bench)
     for w in warnings:
         log.warning(w)

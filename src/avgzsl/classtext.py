@@ -42,11 +42,11 @@ from .encoders import ClassEmbeddings, get_encoder
 from .encoders.text import TextEncoder
 from .errors import ConfigError, DataError
 from .models import get_model_class
-from .spaces import encoder_for_space, text_space_name
+from .spaces import encoder_for_space, get_space
 
 log = logging.getLogger("avgzsl.classtext")
 
-__all__ = ["read_descriptions", "describe_classes", "apply_class_text", "load_run_benchmark"]
+__all__ = ["read_descriptions", "describe_classes", "apply_class_text", "declare_text_space", "load_run_benchmark"]
 
 _HEADER = {"name", "class", "class_name", "classname"}
 
@@ -146,21 +146,34 @@ def apply_class_text(bench: Benchmark, emb: ClassEmbeddings, source: dict, what:
     return replace(bench, text=text, has_text=has, info=info)
 
 
+def declare_text_space(bench: Benchmark, space: str) -> Benchmark:
+    """The benchmark with its own text declared to lie in `space` (config `text_space`): what checkpoints
+    record and `predict` embeds new class names with. A space the registry knows must have the text's dim."""
+    record, dim = get_space(space), int(bench.text.shape[1])
+    if record is not None and record.dim is not None and record.dim != dim:
+        raise ConfigError(f"text_space={space}: that space is {record.dim}-d, but the class text of "
+                          f"{bench.name} is {dim}-d")
+    return replace(bench, info={**bench.info, "text_space": space})
+
+
 def load_run_benchmark(root, cfg, *, cache: bool = True, progress: bool = False) -> Benchmark:
     """The benchmark a run config asks for: `load_benchmark` with the config's split, feature folder and
-    text alignment, then its class-text option (`class_text` or `descriptions`, module docstring)."""
+    text alignment, its declared `text_space`, then its class-text option (`class_text` or `descriptions`, module
+    docstring; replaced text carries its encoder's space)."""
     bench = load_benchmark(root, split=cfg.split, feature_dir=cfg.feature_dir, text_alignment=cfg.text_alignment,
                            cache=cache, progress=progress)
+    if cfg.text_space:
+        bench = declare_text_space(bench, cfg.text_space)
     if cfg.class_text and cfg.descriptions:
         raise ConfigError("class_text and descriptions both set: give class embeddings or descriptions, not both")
     if cfg.class_text:
         emb = ClassEmbeddings.load(cfg.class_text)
         return apply_class_text(bench, emb, {"source": "class_text", "file": str(cfg.class_text)})
     if cfg.descriptions:
-        name = cfg.text_encoder or encoder_for_space(text_space_name(bench.feature_set))
+        name = cfg.text_encoder or encoder_for_space(bench.text_space)
         if name is None:
             raise ConfigError(f"descriptions: no avgzsl encoder computes the text space of {bench.name} "
-                              f"({text_space_name(bench.feature_set)}); set text_encoder (clip | clap | clipclap | "
+                              f"({bench.text_space}); set text_encoder (clip | clap | clipclap | "
                               f"minilm) and the class text becomes that encoder's")
         encoder = get_encoder(name, weights=cfg.text_weights)
         descs = read_descriptions(cfg.descriptions)

@@ -90,6 +90,8 @@ class RunConfig:
     # (class, description, ...) embedded at load by text_encoder (default: the benchmark space's encoder)
     class_text: str | None = None
     descriptions: str | None = None
+    text_space: str | None = None  # the space of the benchmark's own text (spaces.py), e.g. minilm-l6-v2; None:
+    #                                the feature set's (word2vec-300, clip-vit-b32+clap-wavcaps)
     text_encoder: str | None = None  # clip | clap | clipclap | minilm (encoders/text.py)
     text_weights: str | None = None  # the encoder's local weights folder (encoders/towers.py)
     allow_leakage: bool = False  # run despite a failed leakage check (recorded in the run folder)

@@ -38,7 +38,6 @@ from .models import build_model, get_model_class
 from .runfolder import RunFolder
 from .runlock import run_lock
 from .reference import ReferenceRun, best_epoch_update, reference_rank, test_beta
-from .spaces import text_space_name
 from .train import NonFiniteLoss, SplitTensors, evaluate, nearest_classes, train_one_epoch
 
 log = logging.getLogger("avgzsl.protocol")
@@ -199,7 +198,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     run = RunFolder(out_dir) if out_dir is not None else None
     if run is not None:
         run.start(cfg, bench, device, resume=resume, leakage=errors)
-    text_space = {"name": bench.info.get("text_space") or text_space_name(bench.feature_set),
+    text_space = {"name": bench.text_space,
                   "dim": int(bench.text.shape[1]), "feature_set": bench.feature_set}
     if bench.info.get("class_text"):
         text_space["class_text"] = bench.info["class_text"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..spaces import text_space_name
+
 STAGE_FOLDERS = (
     "stage_1_train",
     "stage_1_val_seen",
@@ -109,6 +111,12 @@ class Benchmark:
 
     def classes_of(self, folder: str) -> np.ndarray:
         return self.splits[folder].classes
+
+    @property
+    def text_space(self) -> str:
+        """The space of the class text (spaces.py): declared (config `text_space`) or set by replaced class
+        text (classtext.py), else the feature set's."""
+        return self.info.get("text_space") or text_space_name(self.feature_set)
 
     @property
     def text_from_descriptions(self) -> bool:

@@ -139,11 +139,11 @@ def test_text_space_mismatch_is_refused(run, tmp_path):
         p.predict(test.audio, test.video, np.zeros((3, 384), np.float32))
     same = ClassEmbeddings(other.names, other.vectors, "benchmark", SPACE)
     assert len(p.predict(test.audio, test.video, same)) == len(test)
-    # a names file needs the run's encoder, and none computes the WavCaps CLAP space
+    # a names file is embedded with the run's encoder (clipclap-wavcaps for the WavCaps CLAP space): its weights
     names = tmp_path / "names.txt"
     names.write_text("dog\ncat\n")
     feats = write_features(tmp_path / "f", test.video_names, test.audio, test.video, {})
-    with pytest.raises(TextSpaceError, match="which no avgzsl encoder computes"):
+    with pytest.raises(AvgzslError, match="no CLIP ViT-B/32 weights given"):
         predict_files(run["dir"], feats, names)
 
 

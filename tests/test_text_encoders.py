@@ -107,10 +107,10 @@ def minilm():
 # no optional packages needed
 
 def test_registry_and_spaces():
-    assert list_encoders() == ["clap", "clip", "clipclap", "minilm"]
+    assert list_encoders() == ["clap", "clip", "clipclap", "clipclap-wavcaps", "minilm"]
     assert encoder_for_space("minilm-l6-v2") == "minilm"
     assert encoder_for_space("clip-vit-b32+clap-laion") == "clipclap"
-    assert encoder_for_space("clip-vit-b32+clap-wavcaps") is None  # WavCaps CLAP: no encoder here
+    assert encoder_for_space("clip-vit-b32+clap-wavcaps") == "clipclap-wavcaps"  # WavCaps' HTSAT-BERT CLAP
     with pytest.raises(AvgzslError, match="unknown text encoder 'w2v'.*clip"):
         get_encoder("w2v")
 
@@ -135,7 +135,7 @@ def test_spaces_table_is_the_one_registry():
     assert spaces.get_space(spaces.sentence_transformer_space_name("x", 384)).dim == 384
     # the release's CLAP is WavCaps', not LAION's: another space, another width
     release = spaces.space_for_feature_set("clipclap")
-    assert release.name != joint.name and release.dim == 512 + 1024 and release.encoder is None
+    assert release.name != joint.name and release.dim == 512 + 1024 and release.encoder == "clipclap-wavcaps"
 
 
 def test_prompt_ensemble_normalises_each_prompt_then_the_mean():

@@ -174,7 +174,7 @@ def load_run_benchmark(root, cfg, *, cache: bool = True, progress: bool = False)
         if name is None:
             raise ConfigError(f"descriptions: no avgzsl encoder computes the text space of {bench.name} "
                               f"({bench.text_space}); set text_encoder (clip | clap | clipclap | "
-                              f"minilm) and the class text becomes that encoder's")
+                              f"clipclap-wavcaps | minilm) and the class text becomes that encoder's")
         encoder = get_encoder(name, weights=cfg.text_weights)
         descs = read_descriptions(cfg.descriptions)
         keys = {_key(n) for n in descs}

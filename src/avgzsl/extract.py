@@ -205,6 +205,33 @@ class ClipClapExtractor:
                 "clip_seconds": self.clip_seconds, "swap_rb": self.swap_rb}
 
 
+class ClipWavCapsExtractor(ClipClapExtractor):
+    """CLIP image features of a frame and WavCaps HTSAT-BERT CLAP audio features (32 kHz, 10 s): the feature
+    space of ClipClap-GZSL's release, ``clip-vit-b32+clap-wavcaps``."""
+
+    def __init__(self, clip: LoadedTower, wavcaps, swap_rb: bool = False):
+        if clip.processor is None:
+            raise EncoderError("the extractor needs the CLIP image processor")
+        self.clip, self.clap, self.swap_rb = clip, wavcaps, swap_rb
+        self.sample_rate, self.clip_seconds = int(wavcaps.sample_rate), 10.0
+        self.n_samples, self.fusion = int(round(self.clip_seconds * self.sample_rate)), False
+
+    @classmethod
+    def from_weights(cls, weights=None, clip_weights=None, clap_weights=None, device: str = "cpu",
+                     swap_rb: bool = False) -> "ClipWavCapsExtractor":
+        from .encoders.wavcaps import load_wavcaps_audio, resolve_wavcaps
+        clip = load_clip(resolve_weights("clip", weights, clip_weights, clap_weights), device, image=True)
+        ckpt, _ = resolve_wavcaps(weights, clap_weights, need_tokenizer=False)
+        return cls(clip, load_wavcaps_audio(ckpt, device), swap_rb=swap_rb)
+
+    def audio_features(self, waves: list[np.ndarray]) -> np.ndarray:
+        return self.clap.encode_audio([centre_crop(w, self.n_samples) for w in waves]).cpu().numpy()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "recipe": "clipclap-wavcaps: CLIP image features of the middle frame; WavCaps "
+                f"CLAP audio features of a {self.clip_seconds:g} s centre crop at 32 kHz; both L2-normalised"}
+
+
 # --------------------------------------------------------------------------------------------------
 # the features file
 

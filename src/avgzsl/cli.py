@@ -263,7 +263,8 @@ def cmd_extract(args) -> int:
     from .extract import extract
     res = extract(args.video_dir, args.out, weights=args.weights, clip_weights=args.clip_weights,
                   clap_weights=args.clap_weights, device=args.device, batch_size=args.batch_size,
-                  progress=not args.quiet, overwrite=args.overwrite, swap_rb=args.swap_rb)
+                  progress=not args.quiet, overwrite=args.overwrite, swap_rb=args.swap_rb,
+                  audio_encoder=args.audio_encoder)
     print(res.summary())
     return 0
 
@@ -401,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=8)
     q.add_argument("--swap-rb", action="store_true",
                    help="feed frames in BGR order, as ClipClap-GZSL's extraction did (for models trained on its features)")
+    q.add_argument("--audio-encoder", choices=["laion", "wavcaps"], default="laion",
+                   help="laion: LAION-CLAP (clip-vit-b32+clap-laion); wavcaps: WavCaps HTSAT-BERT CLAP, the space of "
+                        "ClipClap-GZSL's released features (--clap-weights HTSAT_BERT_zero_shot.pt)")
     q.add_argument("--overwrite", action="store_true")
     weight_args(q)
     q.set_defaults(fn=cmd_extract)

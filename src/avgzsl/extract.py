@@ -232,6 +232,11 @@ class ClipWavCapsExtractor(ClipClapExtractor):
                 f"CLAP audio features of a {self.clip_seconds:g} s centre crop at 32 kHz; both L2-normalised"}
 
 
+# the audio tower of a feature space: LAION-CLAP (`clip-vit-b32+clap-laion`) or WavCaps (the release's
+# `clip-vit-b32+clap-wavcaps`, for models trained on ClipClap-GZSL's features)
+AUDIO_ENCODERS = {"laion": ClipClapExtractor, "wavcaps": ClipWavCapsExtractor}
+
+
 # --------------------------------------------------------------------------------------------------
 # the features file
 
@@ -312,7 +317,7 @@ class ExtractResult:
 def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip_weights=None, clap_weights=None,
             device: str = "cpu", batch_size: int = 8, progress: bool = True, overwrite: bool = False,
             swap_rb: bool = False, extractor: ClipClapExtractor | None = None,
-            videos: Sequence[str | Path] | None = None) -> ExtractResult:
+            videos: Sequence[str | Path] | None = None, audio_encoder: str = "laion") -> ExtractResult:
     """Extract every video under `video_dir` (or the given `videos`) and write the features to `out`
     (nothing is written when `out` is None). Per-video problems go to ``ExtractResult.errors``; if no
     video could be used, a DataError is raised listing the first reasons."""
@@ -322,7 +327,9 @@ def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip
         raise DataError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     if out is not None:
         _check_out(Path(out), overwrite)
-    ext = extractor or ClipClapExtractor.from_weights(weights, clip_weights, clap_weights, device, swap_rb)
+    if audio_encoder not in AUDIO_ENCODERS:
+        raise DataError(f"audio_encoder={audio_encoder!r}: expected one of {', '.join(AUDIO_ENCODERS)}")
+    ext = extractor or AUDIO_ENCODERS[audio_encoder].from_weights(weights, clip_weights, clap_weights, device, swap_rb)
 
     def name_of(p: Path) -> str:
         try:

@@ -225,3 +225,12 @@ def test_class_text_must_cover_every_used_class(tiny_bench):
     emb = ClassEmbeddings(tiny_bench.class_names[:3], np.eye(3, 4, dtype=np.float32), "x", "x-space")
     with pytest.raises(DataError, match="e.npy: no embedding for class"):
         apply_class_text(tiny_bench, emb, {"file": "e.npy"})
+
+
+def test_a_cached_v2_folder_without_the_descriptions_file_is_written_anew(tmp_path):
+    from avgzsl.data.synthetic import synthetic_root
+    root = synthetic_root("ucf", 0.02, 0, cache=tmp_path)
+    for p in root.glob("features/*/text/class_text_descriptions.*"):
+        p.unlink()  # as a folder written before the file existed
+    again = synthetic_root("ucf", 0.02, 0, cache=tmp_path)
+    assert again == root and any(root.glob("features/*/text/class_text_descriptions.npy"))

@@ -339,9 +339,8 @@ def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bo
     The folder is `<cache>/synthetic/<like>-scale<scale:g>-seed<seed>[-temporal][-linear][-k<hash>]`
     (`cache` defaults to `default_cache()`, data/cache.py), or `out` when given: "-linear" for the v1
     generator, "-k" + 8 hex digits of a hash of the knobs that differ from `default_knobs(like)`. A folder
-    that holds `class-split/` is taken as written, unless its synthetic.json names another generator or
-    other knobs (e.g. a v1 folder from before v2 became the default): then it is written anew. Otherwise
-    `make_synthetic` writes it. Returns the folder.
+    with `class-split/` is taken as written unless its synthetic.json names another generator or other
+    knobs, or it lacks a file of today's generator (synthetic_v2.complete): then it is written anew.
     """
     ds = like_spec(like).ds
     knobs = _check_generator(generator, knobs, ds)
@@ -351,7 +350,8 @@ def synthetic_root(like: str, scale: float = 1.0, seed: int = 0, *, temporal: bo
         tag = ("-temporal" if temporal else "") + ("-linear" if knobs is None else knobs_tag(knobs, ds))
         base = default_cache() if cache is None else Path(cache)
         root = base / "synthetic" / f"{like}-scale{scale:g}-seed{seed}{tag}"
-    stale = (root / "class-split").exists() and not _manifest_matches(root, generator, knobs)
+    stale = (root / "class-split").exists() and not (_manifest_matches(root, generator, knobs)
+                                                     and synthetic_v2.complete(root, generator))
     if stale:
         log.warning("%s holds synthetic data of another generator or knobs; writing it anew", root)
     if stale or not (root / "class-split").exists():

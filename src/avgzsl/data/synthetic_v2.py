@@ -71,7 +71,7 @@ DESCRIPTIONS = 3  # synthetic descriptions per class (KDA's class-split CSVs hol
 DESCRIPTION_KNOWLEDGE = 0.5  # how much of the nuisance latent a description tells (ours)
 
 __all__ = ["SynthKnobs", "LIKE_KNOBS", "default_knobs", "resolve_knobs", "knobs_tag", "latent_params",
-           "class_videos", "write_class_text_descriptions"]
+           "class_videos", "write_class_text_descriptions", "complete"]
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,12 @@ def latent_params(seed: int, plan: dict, fs: dict, knobs: SynthKnobs) -> dict:
         )
     return dict(mix=mix, text=text, descriptions=descriptions, mods=mods, sigma=sigma.astype(np.float32),
                 rel=rel, unseen=unseen, knobs=k)
+
+
+def complete(root, generator: str) -> bool:
+    """Whether a written folder holds every file of today's generator: v2 folders written before the
+    descriptions class text existed lack it (synthetic_root then writes them anew)."""
+    return generator != "v2" or any(root.glob("features/*/text/class_text_descriptions.npy"))
 
 
 def write_class_text_descriptions(text_dir, names: list[str], vectors: dict, space: str) -> None:

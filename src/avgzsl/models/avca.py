@@ -101,6 +101,16 @@ class PreNormBlock(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
+def attend_pair(blocks: nn.ModuleList, pos_emb: torch.Tensor, phi_a: torch.Tensor, phi_v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """AVCA's cross-modal attention over the two tokens [φa + p_a, φv + p_v], with the residual around it
+    (the reference's, kept by KDA): (B, d) each in, (B, d) each out."""
+    x = torch.stack([phi_a + pos_emb[0], phi_v + pos_emb[1]], dim=1)  # (B, 2, d) tokens
+    for blk in blocks:
+        x = blk(x)
+    return phi_a + x[:, 0], phi_v + x[:, 1]  # (B, d) each: residual around the attention
+
+
 def set_output_bn_momentum(net: nn.Sequential, momentum: float) -> None:
     """The reference sets `--momentum` on the output BatchNorm of its two-layer blocks only."""
     bns = [m for m in net if isinstance(m, nn.BatchNorm1d)]
@@ -200,10 +210,7 @@ class AVCA(GZSLModel):
         return total, {**{k: x.detach() for k, x in terms.items()}, "total": total.detach()}
 
     def _attend(self, phi_a, phi_v):
-        x = torch.stack([phi_a + self.pos_emb[0], phi_v + self.pos_emb[1]], dim=1)  # (B, 2, d) tokens
-        for blk in self.blocks:
-            x = blk(x)
-        return phi_a + x[:, 0], phi_v + x[:, 1]  # (B, d) each: residual around the attention
+        return attend_pair(self.blocks, self.pos_emb, phi_a, phi_v)
 
     def reference_loss(self, batch, class_text, target):
         """Our loss and gradients, with the reference's BatchNorm-visiting passes in its order

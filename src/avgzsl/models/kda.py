@@ -62,7 +62,7 @@ from ..settings import DEPTH, FRACTION, POSITIVE, PROB, WEIGHT, WIDTH, setting
 from ..data.types import FeatureDims
 from ..errors import ConfigError
 from . import register_model
-from .avca import PreNormBlock, set_output_bn_momentum
+from .avca import PreNormBlock, attend_pair, set_output_bn_momentum
 from .base import Batch, GZSLModel
 from .layers import EmbeddingNet, masked_mean
 
@@ -128,11 +128,8 @@ class KDA(GZSLModel):
     def embed_videos(self, batch: Batch) -> torch.Tensor:
         phi_a = self.A_enc(masked_mean(batch.audio, batch.audio_mask).float())  # (B, d)
         phi_v = self.V_enc(masked_mean(batch.video, batch.video_mask).float())  # (B, d)
-        x = torch.stack([phi_a + self.pos_emb[0], phi_v + self.pos_emb[1]], dim=1)  # (B, 2, d) tokens
-        for blk in self.blocks:
-            x = blk(x)
-        theta_a = self.A_proj(phi_a + x[:, 0])  # (B, d): residual around the attention, as AVCA
-        theta_v = self.V_proj(phi_v + x[:, 1])  # (B, d)
+        fa, fv = attend_pair(self.blocks, self.pos_emb, phi_a, phi_v)  # AVCA's block and residual
+        theta_a, theta_v = self.A_proj(fa), self.V_proj(fv)  # (B, d) each
         fused = torch.cat([theta_v, theta_a], dim=1)  # (B, 2d), video first as the code
         if self.cfg.normalize_inputs:
             fused = F.normalize(fused, dim=1)

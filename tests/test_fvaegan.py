@@ -219,3 +219,16 @@ def test_protocol_uses_the_models_adam_betas(monkeypatch, tiny_bench):
     res = run_protocol(cfg, tiny_bench)
     assert seen and all(b == (0.3, 0.999) for b in seen)
     assert 0 <= res["test"]["hm"] <= 1
+
+
+def test_the_critic_schedule_survives_a_state_reload():
+    m = model(critic_iter=3)
+    m.train()
+    for _ in range(4):
+        m.loss(batch(), text(), torch.tensor([0, 1, 2, 0, 1, 2]))
+    again = model(critic_iter=3)
+    again.load_state_dict(m.state_dict())
+    assert int(again.steps) == 4 and not again.is_generator_step()  # step 4: a critic-only step (4 % 3)
+    for _ in range(2):
+        again.loss(batch(), text(), torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert again.is_generator_step()  # step 6

@@ -143,7 +143,7 @@ class AVFS(FVAEGAN):
 
     def loss(self, batch, class_text, target):
         cfg = self.cfg
-        generator_step = int(self.steps) % cfg.critic_iter == 0  # the base's own test, before it counts the step
+        generator_step = self.is_generator_step()  # the base's own test, before it counts the step
         total, terms = super().loss(batch, class_text, target)  # draws z, α (and ε on generator steps)
         class_text = class_text.float()
         x = self.features(batch)  # (B, Dx), the same rows f-VAEGAN's loss saw

@@ -153,6 +153,9 @@ class FVAEGAN(FeatureGeneratingModel):
         _init_normal(self)
         self.init_bank(dx, dt)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (critic_iter)
+        # a host copy of `steps`, so the schedule costs no device sync per step; reloaded with the state
+        self._steps_host = 0
+        self.register_load_state_dict_post_hook(lambda m, _: setattr(m, "_steps_host", int(m.steps)))
 
     @property
     def latent_dim(self) -> int:
@@ -202,9 +205,7 @@ class FVAEGAN(FeatureGeneratingModel):
                  "gp": gradient_penalty(self.D, x, fk, alpha, w), "gp2": gradient_penalty(self.D2, x, fk, alpha)}
         critic = -wd + cfg.gp_weight * terms["gp"] + cfg.ud_weight * (-wd2 + cfg.gp_weight * terms["gp2"])
         total = critic
-        # the first step of every critic_iter updates the generator too (reference: batch_idx % 5 == 0)
-        generator_step = int(self.steps) % cfg.critic_iter == 0
-        if generator_step:
+        if self.is_generator_step():
             h = self.E(torch.cat([x, w], dim=1))  # (B, Dx + Dt) -> (B, enc_hidden)
             mean, logvar = self.E_mean(h), self.E_logvar(h)  # (B, latent) each
             z_enc = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)  # (B, latent)
@@ -218,7 +219,12 @@ class FVAEGAN(FeatureGeneratingModel):
             total = total + cfg.gan_weight * adv + cfg.vae_weight * (rec + kl)
         if self.training and torch.is_grad_enabled():
             self.steps += 1
+            self._steps_host += 1
         return total, {**{k: t.detach() for k, t in terms.items()}, "total": total.detach()}
+
+    def is_generator_step(self) -> bool:
+        """The first step of every critic_iter updates the generator too (reference: batch_idx % 5 == 0)."""
+        return self._steps_host % self.cfg.critic_iter == 0
 
     @staticmethod
     def _frozen(critic: nn.Module):

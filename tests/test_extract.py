@@ -72,7 +72,6 @@ def test_middle_frame_and_audio_decoding(videos):
     red = frame[10:, :, 0].mean(axis=0)
     assert 28 <= int(np.argmax(red)) < 36
     assert frame[:8, :, 2].mean() > 150 and frame[:8, :, 0].mean() < 60  # RGB order
-    assert read_middle_frame(videos / "music" / "a.mp4", swap_rb=True)[:8, :, 0].mean() > 150
     wave = read_audio(videos / "music" / "a.mp4", 16000)
     assert wave.dtype == np.float32 and wave.ndim == 1 and abs(len(wave) - 24000) < 2000
     spec = np.abs(np.fft.rfft(wave))
@@ -82,6 +81,54 @@ def test_middle_frame_and_audio_decoding(videos):
         read_audio(videos / "silent.mp4", 16000)
     with pytest.raises(VideoError, match="cannot open"):
         read_middle_frame(videos / "broken.mp4")
+
+
+def make_counting_video(path, n_frames):
+    """Frame i is flat red 10 + 15 i (its index, readable after lossy coding) under a blue stripe."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        for i in range(n_frames):
+            img = np.zeros((H, W, 3), np.uint8)
+            img[:, :, 0] = 10 + 15 * i
+            img[:8, :, 2] = 200
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("recipe, index, red_channel, negated", [
+    ("rgb", 7, 0, False),                    # 15 frames: index 15 // 2, RGB
+    ("clipclap-ucf", 7, 2, True),            # the container's count // 2, BGR, (256 - x) mod 256
+    ("clipclap-activitynet", 6, 2, False),   # decoded count // 2 - 1 (counted from 1 in the reference), BGR
+    ("clipclap-vggsound", 6, 2, False),
+])
+def test_frame_recipes_pick_and_transform_the_frame_as_the_reference_scripts(tmp_path, recipe, index, red_channel,
+                                                                             negated):
+    path = make_counting_video(tmp_path / "count.mp4", 15)
+    frame = read_middle_frame(path, recipe).astype(float)
+    red, stripe = frame[20:, :, red_channel].mean(), frame[:6, :, 2 - red_channel].mean()
+    want_red, want_stripe = 10 + 15 * index, 200
+    if negated:
+        want_red, want_stripe = 256 - want_red, 256 - want_stripe
+    assert abs(red - want_red) < 6, (red, want_red)  # neighbouring frames differ by 15
+    assert abs(stripe - want_stripe) < 20
+
+
+def test_frame_recipe_errors_and_cli_choices(tmp_path):
+    from avgzsl.cli import build_parser
+    from avgzsl.extract import FRAME_RECIPES, VideoError
+    one = make_counting_video(tmp_path / "one.mp4", 1)
+    assert read_middle_frame(one, "rgb").shape == (H, W, 3)
+    with pytest.raises(VideoError, match="1 decodable frame"):  # the reference keeps no frame for it
+        read_middle_frame(one, "clipclap-activitynet")
+    with pytest.raises(DataError, match="frame recipe 'bgr'"):
+        read_middle_frame(one, "bgr")
+    extract_parser = build_parser()._subparsers._group_actions[0].choices["extract"]
+    choices = next(a.choices for a in extract_parser._actions if a.dest == "frame_recipe")
+    assert list(choices) == list(FRAME_RECIPES)
 
 
 def test_centre_crop_is_clipclaps_window():

@@ -263,7 +263,7 @@ def cmd_extract(args) -> int:
     from .extract import extract
     res = extract(args.video_dir, args.out, weights=args.weights, clip_weights=args.clip_weights,
                   clap_weights=args.clap_weights, device=args.device, batch_size=args.batch_size,
-                  progress=not args.quiet, overwrite=args.overwrite, swap_rb=args.swap_rb,
+                  progress=not args.quiet, overwrite=args.overwrite, frame_recipe=args.frame_recipe,
                   audio_encoder=args.audio_encoder)
     print(res.summary())
     return 0
@@ -280,6 +280,21 @@ def cmd_predict(args) -> int:
         print(format_prediction(pred))
     if args.out:
         print(f"wrote {args.out} ({len(pred)} videos, top {pred.indices.shape[1]}, beta {pred.beta:g})")
+    return 0
+
+
+def cmd_make_benchmark(args) -> int:
+    from .own_data import describe, make_benchmark
+    opts = dict(val_unseen=args.val_unseen, test_unseen=args.test_unseen, val_seen=args.val_seen,
+                test_seen=args.test_seen)
+    if args.val_unseen_classes or args.test_unseen_classes:
+        from .encoders import read_names
+        opts = dict(val_seen=args.val_seen, test_seen=args.test_seen,
+                    val_unseen_classes=read_names(args.val_unseen_classes) if args.val_unseen_classes else None,
+                    test_unseen_classes=read_names(args.test_unseen_classes) if args.test_unseen_classes else None)
+    out = make_benchmark(args.features, args.classes, args.out, labels=args.labels, name=args.name,
+                         overwrite=args.overwrite, seed=args.seed, **opts)
+    print(describe(out))
     return 0
 
 
@@ -400,14 +415,33 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("video_dir")
     q.add_argument("--out", required=True, help="output folder (native feature format)")
     q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--swap-rb", action="store_true",
-                   help="feed frames in BGR order, as ClipClap-GZSL's extraction did (for models trained on its features)")
+    q.add_argument("--frame-recipe", default="rgb", choices=["rgb", "clipclap-ucf", "clipclap-activitynet",
+                                                             "clipclap-vggsound"],
+                   help="which middle frame CLIP sees and how: rgb (default), or ClipClap-GZSL's extraction of that "
+                        "dataset, quirks included (for models trained on its released features; docs/predict.md)")
     q.add_argument("--audio-encoder", choices=["laion", "wavcaps"], default="laion",
                    help="laion: LAION-CLAP (clip-vit-b32+clap-laion); wavcaps: WavCaps HTSAT-BERT CLAP, the space of "
                         "ClipClap-GZSL's released features (--clap-weights HTSAT_BERT_zero_shot.pt)")
     q.add_argument("--overwrite", action="store_true")
     weight_args(q)
     q.set_defaults(fn=cmd_extract)
+
+    q = sub.add_parser("make-benchmark", help="a benchmark of one's own videos: extracted features + class embeddings "
+                                              "-> a dataset root for train (docs/own-data.md)")
+    q.add_argument("--features", required=True, help="features folder (avgzsl extract of VIDEOS/<class>/...)")
+    q.add_argument("--classes", required=True, help="class embeddings (avgzsl embed-classes) of every class")
+    q.add_argument("--out", required=True, help="output folder (native benchmark format)")
+    q.add_argument("--labels", help="CSV with columns video,class (default: each video's class folder)")
+    q.add_argument("--val-unseen", type=float, default=0.2, help="fraction of classes unseen in stage 1 (default 0.2)")
+    q.add_argument("--test-unseen", type=float, default=0.2, help="fraction of classes unseen at test (default 0.2)")
+    q.add_argument("--val-unseen-classes", metavar="FILE", help="the stage-1 unseen class names, one per line")
+    q.add_argument("--test-unseen-classes", metavar="FILE", help="the test unseen class names, one per line")
+    q.add_argument("--val-seen", type=float, default=0.1, help="fraction of a seen class's videos for validation")
+    q.add_argument("--test-seen", type=float, default=0.1, help="fraction of a seen class's videos for the test")
+    q.add_argument("--seed", type=int, default=0, help="seed of the class and video split")
+    q.add_argument("--name", help="dataset name (default: the output folder's name)")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(fn=cmd_make_benchmark)
 
     q = sub.add_parser("predict", help="top-k classes of videos with a trained run")
     q.add_argument("--run", required=True, help="run folder (uses checkpoints/stage2_final.pt) or a checkpoint file")

@@ -2,12 +2,14 @@
 
 Per video (``avgzsl extract VIDEO_DIR --out FILE``, API ``extract(video_dir, out, ...)``):
 
-* visual: the middle frame (index ``n_frames // 2``, ``n_frames`` from the container, else counted),
-  preprocessed by the CLIP folder's image processor, CLIP image features, L2-normalised
-  (512-d for ViT-B/32);
-* audio: the whole track, resampled to the CLAP feature extractor's sample rate and mixed to mono
-  (channel mean); a 10 s centre crop (``[n//2 - 5 s, n//2 + 5 s)``) or zero padding at the end to
-  10 s; the CLAP feature extractor and audio features, L2-normalised.
+* visual: one middle frame, chosen and handed to CLIP by a frame recipe (``FRAME_RECIPES``): ``rgb``
+  (default: index ``n_frames // 2``, ``n_frames`` from the container, else counted) or a ``clipclap-*``
+  recipe that repeats ClipClap-GZSL's per-dataset extraction script, quirks included (BGR frames; on
+  UCF colour-negated ones; on ActivityNet/VGGSound index ``n_decoded // 2 - 1``); then the CLIP folder's
+  image processor, CLIP image features, L2-normalised (512-d for ViT-B/32);
+* audio: the whole track, resampled to the audio tower's sample rate and mixed to mono (channel mean);
+  a 10 s centre crop (``[n//2 - 5 s, n//2 + 5 s)``) or zero padding at the end to 10 s; the audio
+  tower's features, L2-normalised.
 
 Decoding uses PyAV. A video that cannot be used (no audio track, no video track, undecodable file)
 is reported with a one-line reason in ``ExtractResult.errors`` (and in the output's manifest) and left
@@ -16,13 +18,13 @@ out; the others are written.
 Output: the native feature format (``avgzsl.data.native``): a folder whose ``stage_2_test_unseen``
 holds the videos (audio ``(N, Da)``, video ``(N, Dv)`` float32, ``video_names`` = paths relative to
 VIDEO_DIR, labels -1) and whose other stage folders are empty; the manifest's ``info`` records
-``kind: video-features``, the encoders, weights and errors. ``read_features`` reads it back, and
-also reads the test videos of any native benchmark folder.
+``kind: video-features``, the encoders, weights, frame recipe and errors. ``read_features`` reads it
+back, and also reads the test videos of any native benchmark folder.
 
-The encoders must be those the model was trained on. ClipClap-GZSL's released features use CLIP
-ViT-B/32 and WavCaps' CLAP (1024-d; feature space ``clip-vit-b32+clap-wavcaps``); this module loads
-CLAP as a ``transformers`` ClapModel (LAION-CLAP, 512-d; ``clip-vit-b32+clap-laion``), so its features
-suit models trained on LAION-CLAP features, not on the release (space names: ``src/avgzsl/spaces.py``).
+The encoders must be those the model was trained on (space names: ``src/avgzsl/spaces.py``). Two audio
+towers (``AUDIO_ENCODERS``): ``laion``, a ``transformers`` ClapModel (LAION-CLAP, 512-d;
+``clip-vit-b32+clap-laion``), and ``wavcaps``, WavCaps' HTSAT-BERT CLAP (1024-d;
+``clip-vit-b32+clap-wavcaps``, the space of ClipClap-GZSL's released features).
 """
 from __future__ import annotations
 
@@ -37,113 +39,22 @@ from tqdm.auto import tqdm
 
 from .data.native import is_native, load_native, write_native
 from .data.types import STAGE_FOLDERS, Split, empty_benchmark
-from .encoders.towers import (EncoderError, LoadedTower, l2_normalise, load_clap, load_clip, pooled_features, require,
+from .encoders.towers import (EncoderError, LoadedTower, l2_normalise, load_clap, load_clip, pooled_features,
                               resolve_weights)
 from .errors import AvgzslError, DataError
 from .spaces import join_spaces
+from .video import (FRAME_RECIPES, VIDEO_EXTENSIONS, FrameRecipe, VideoError, centre_crop, get_frame_recipe,
+                    list_videos, read_audio, read_middle_frame)
 
 log = logging.getLogger("avgzsl.extract")
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoError", "ExtractResult", "VideoFeatures", "ClipClapExtractor", "extract",
+           "FrameRecipe", "FRAME_RECIPES", "get_frame_recipe",
            "list_videos", "read_middle_frame", "read_audio", "centre_crop", "write_features", "read_features",
            "FEATURES_SPLIT"]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp")
 FEATURES_SPLIT = "stage_2_test_unseen"  # where new (unlabelled) videos go in the native layout
 TEST_SPLITS = ("stage_2_test_seen", "stage_2_test_unseen")
-
-
-class VideoError(Exception):
-    """One video cannot be used (reported per video, never stops the run)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# decoding
-
-def list_videos(video_dir: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Video files under `video_dir` (recursively), sorted by their path relative to it."""
-    root = Path(video_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder of videos")
-    exts = {e.lower() for e in extensions}
-    return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts),
-                  key=lambda p: p.relative_to(root).as_posix())
-
-
-def _open(path: Path):
-    av = require("av")  # PyAV is optional (the predict extra): imported only when decoding
-    try:
-        return av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"cannot open ({_msg(e)})") from None
-
-
-def _msg(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
-def read_middle_frame(path: str | Path, swap_rb: bool = False) -> np.ndarray:
-    """The frame at index n_frames // 2 as (H, W, 3) uint8 RGB (BGR order if `swap_rb`, which reproduces
-    ClipClap-GZSL's extraction: it gave OpenCV's BGR frames to CLIP's RGB preprocessing)."""
-    av = require("av")  # optional, as in _open
-    path = Path(path)
-    with _open(path) as c:
-        if not c.streams.video:
-            raise VideoError("no video track")
-        stream = c.streams.video[0]
-        n = int(stream.frames or 0)
-    if n <= 0:  # the container does not say: count the stream's packets
-        with _open(path) as c:
-            n = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
-    mid, frame = n // 2, None
-    try:
-        with _open(path) as c:
-            for i, f in enumerate(c.decode(c.streams.video[0])):
-                frame = f
-                if i >= mid:
-                    break
-    except av.error.FFmpegError as e:
-        if frame is None:
-            raise VideoError(f"cannot decode the video track ({_msg(e)})") from None
-    if frame is None:
-        raise VideoError("the video track holds no decodable frame")
-    img = frame.to_ndarray(format="rgb24")
-    return np.ascontiguousarray(img[..., ::-1]) if swap_rb else img
-
-
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The first audio track, resampled to `sample_rate`, channel mean -> (n,) float32."""
-    av = require("av")  # optional, as in _open
-    chunks = []
-    with _open(Path(path)) as c:
-        if not c.streams.audio:
-            raise VideoError("no audio track")
-        resampler = av.AudioResampler(format="fltp", rate=int(sample_rate))
-        try:
-            for frame in c.decode(c.streams.audio[0]):
-                for g in resampler.resample(frame):
-                    chunks.append(g.to_ndarray())
-            for g in resampler.resample(None):
-                chunks.append(g.to_ndarray())
-        except av.error.FFmpegError as e:
-            raise VideoError(f"cannot decode the audio track ({_msg(e)})") from None
-    if not chunks or sum(ch.shape[-1] for ch in chunks) == 0:
-        raise VideoError("the audio track holds no samples")
-    wave = np.concatenate([np.atleast_2d(ch) for ch in chunks], axis=1)
-    return wave.mean(axis=0).astype(np.float32)
-
-
-def centre_crop(wave: np.ndarray, n: int) -> np.ndarray:
-    """ClipClap-GZSL's audio window: zero-pad at the end to `n` samples, or keep the `n` samples
-    around the centre ([len//2 - n//2, len//2 - n//2 + n))."""
-    wave = np.asarray(wave, np.float32)
-    if len(wave) < n:
-        return np.pad(wave, (0, n - len(wave)))
-    if len(wave) > n:
-        start = len(wave) // 2 - n // 2
-        return wave[start:start + n]
-    return wave
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,10 +63,10 @@ def centre_crop(wave: np.ndarray, n: int) -> np.ndarray:
 class ClipClapExtractor:
     """CLIP image features of a frame and CLAP audio features of a waveform, both L2-normalised."""
 
-    def __init__(self, clip: LoadedTower, clap: LoadedTower, clip_seconds: float = 10.0, swap_rb: bool = False):
+    def __init__(self, clip: LoadedTower, clap: LoadedTower, clip_seconds: float = 10.0, frame_recipe: str = "rgb"):
         if clip.processor is None or clap.processor is None:
             raise EncoderError("the extractor needs the CLIP image processor and the CLAP feature extractor")
-        self.clip, self.clap, self.swap_rb = clip, clap, swap_rb
+        self.clip, self.clap, self.frame_recipe = clip, clap, get_frame_recipe(frame_recipe).name
         self.sample_rate = int(clap.processor.sampling_rate)
         n = int(round(clip_seconds * self.sample_rate))
         # a feature extractor that holds fewer samples would crop at random: crop at the centre ourselves
@@ -165,10 +76,10 @@ class ClipClapExtractor:
 
     @classmethod
     def from_weights(cls, weights=None, clip_weights=None, clap_weights=None, device: str = "cpu",
-                     swap_rb: bool = False) -> "ClipClapExtractor":
+                     frame_recipe: str = "rgb") -> "ClipClapExtractor":
         clip = load_clip(resolve_weights("clip", weights, clip_weights, clap_weights), device, image=True)
         clap = load_clap(resolve_weights("clap", weights, clip_weights, clap_weights), device, audio=True)
-        return cls(clip, clap, swap_rb=swap_rb)
+        return cls(clip, clap, frame_recipe=frame_recipe)
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -202,27 +113,27 @@ class ClipClapExtractor:
                 "visual_encoder": self.clip.space, "audio_encoder": self.clap.space,
                 "feature_space": self.feature_space, "clip_weights": str(self.clip.path),
                 "clap_weights": str(self.clap.path), "sample_rate": self.sample_rate,
-                "clip_seconds": self.clip_seconds, "swap_rb": self.swap_rb}
+                "clip_seconds": self.clip_seconds, "frame_recipe": self.frame_recipe}
 
 
 class ClipWavCapsExtractor(ClipClapExtractor):
     """CLIP image features of a frame and WavCaps HTSAT-BERT CLAP audio features (32 kHz, 10 s): the feature
     space of ClipClap-GZSL's release, ``clip-vit-b32+clap-wavcaps``."""
 
-    def __init__(self, clip: LoadedTower, wavcaps, swap_rb: bool = False):
+    def __init__(self, clip: LoadedTower, wavcaps, frame_recipe: str = "rgb"):
         if clip.processor is None:
             raise EncoderError("the extractor needs the CLIP image processor")
-        self.clip, self.clap, self.swap_rb = clip, wavcaps, swap_rb
+        self.clip, self.clap, self.frame_recipe = clip, wavcaps, get_frame_recipe(frame_recipe).name
         self.sample_rate, self.clip_seconds = int(wavcaps.sample_rate), 10.0
         self.n_samples, self.fusion = int(round(self.clip_seconds * self.sample_rate)), False
 
     @classmethod
     def from_weights(cls, weights=None, clip_weights=None, clap_weights=None, device: str = "cpu",
-                     swap_rb: bool = False) -> "ClipWavCapsExtractor":
+                     frame_recipe: str = "rgb") -> "ClipWavCapsExtractor":
         from .encoders.wavcaps import load_wavcaps_audio, resolve_wavcaps
         clip = load_clip(resolve_weights("clip", weights, clip_weights, clap_weights), device, image=True)
         ckpt, _ = resolve_wavcaps(weights, clap_weights, need_tokenizer=False)
-        return cls(clip, load_wavcaps_audio(ckpt, device), swap_rb=swap_rb)
+        return cls(clip, load_wavcaps_audio(ckpt, device), frame_recipe=frame_recipe)
 
     def audio_features(self, waves: list[np.ndarray]) -> np.ndarray:
         return self.clap.encode_audio([centre_crop(w, self.n_samples) for w in waves]).cpu().numpy()
@@ -316,7 +227,7 @@ class ExtractResult:
 
 def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip_weights=None, clap_weights=None,
             device: str = "cpu", batch_size: int = 8, progress: bool = True, overwrite: bool = False,
-            swap_rb: bool = False, extractor: ClipClapExtractor | None = None,
+            frame_recipe: str = "rgb", extractor: ClipClapExtractor | None = None,
             videos: Sequence[str | Path] | None = None, audio_encoder: str = "laion") -> ExtractResult:
     """Extract every video under `video_dir` (or the given `videos`) and write the features to `out`
     (nothing is written when `out` is None). Per-video problems go to ``ExtractResult.errors``; if no
@@ -329,7 +240,8 @@ def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip
         _check_out(Path(out), overwrite)
     if audio_encoder not in AUDIO_ENCODERS:
         raise DataError(f"audio_encoder={audio_encoder!r}: expected one of {', '.join(AUDIO_ENCODERS)}")
-    ext = extractor or AUDIO_ENCODERS[audio_encoder].from_weights(weights, clip_weights, clap_weights, device, swap_rb)
+    ext = extractor or AUDIO_ENCODERS[audio_encoder].from_weights(weights, clip_weights, clap_weights, device,
+                                                                     frame_recipe)
 
     def name_of(p: Path) -> str:
         try:
@@ -352,7 +264,7 @@ def extract(video_dir: str | Path, out: str | Path | None, *, weights=None, clip
         name = name_of(p)
         try:
             wave = read_audio(p, ext.sample_rate)  # first: a missing audio track is the common failure
-            frame = read_middle_frame(p, ext.swap_rb)
+            frame = read_middle_frame(p, ext.frame_recipe)
         except VideoError as e:
             errors[name] = str(e)
             log.info("%s: %s", name, e)  # reported in the summary

@@ -108,9 +108,14 @@ def text_space_name(feature_set: str) -> str:
 
 
 def feature_space_for_feature_set(feature_set: str | None) -> str | None:
-    """The space a feature set's audio and video features were extracted in, if the table knows it."""
+    """The space a feature set's audio and video features were extracted in, if known: the table's for
+    the field's feature sets; the name itself for a benchmark of one's own (``avgzsl make-benchmark``
+    names its feature set after the extractor's joined space, e.g. ``clip-vit-b32+clap-laion``; the
+    field's feature-set names hold no ``+``)."""
     space = space_for_feature_set(feature_set)
-    return space.name if space is not None and {"audio", "video"} <= set(space.modalities) else None
+    if space is not None:
+        return space.name if {"audio", "video"} <= set(space.modalities) else None
+    return feature_set if feature_set and "+" in feature_set else None
 
 
 def encoder_for_space(space: str | None) -> str | None:

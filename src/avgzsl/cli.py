@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import AvgzslError
 
 log = logging.getLogger("avgzsl")
@@ -310,6 +311,7 @@ def cmd_import_checkpoint(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avgzsl", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"avgzsl {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = p.add_subparsers(dest="command", required=True)

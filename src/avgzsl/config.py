@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .models import get_model_class, model_config
+from .errors import ConfigError, did_you_mean
+from .models import get_model_class, list_models, model_config
 from .settings import (POSITIVE, SEED, WEIGHT, WIDTH, cap, check_settings, check_values, dataclass_from_dict,
                        load_yaml, setting, short)
 
@@ -30,8 +30,9 @@ def resolve_config(name_or_path: str | None) -> Path | None:
     preset = PRESET_DIR / f"{name_or_path}.yaml"
     if preset.exists():
         return preset
-    names = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
-    raise ConfigError(f"{name_or_path}: neither a config file nor a preset (presets: {names})")
+    stems = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(f"{name_or_path}: neither a config file nor a preset{did_you_mean(name_or_path, stems)} "
+                      f"(presets: {', '.join(stems)})")
 
 
 BETA_GRIDS = {
@@ -187,8 +188,8 @@ class RunConfig:
             raise ConfigError(f"{where}: '{model}' must be a mapping of model settings")
         unknown = sorted(set(d) - top)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(unknown))}; valid keys: "
-                              f"{', '.join(sorted(top))}, and '{model}' (model settings)")
+            raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(unknown))}{did_you_mean(unknown[0], top)}; "
+                              f"valid keys: {', '.join(sorted(top))}, and '{model}' (model settings)")
         if not isinstance(model, str):
             raise ConfigError(f"{where}: model={short(model)}: expected a registered model name")
         d["model_cfg"] = model_config(model, model_cfg, where=where)
@@ -234,11 +235,12 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | dict | None = None) -> RunConfig:
-    """Defaults <- YAML file <- --set overrides."""
+    """Defaults <- YAML file (a path or a preset name, `avgzsl presets`) <- --set overrides."""
+    path = resolve_config(str(path)) if path is not None else None
     d = read_yaml(path) if path else {}
     over = sets if isinstance(sets, dict) else parse_set(sets or [])
     d = merge(d, over)
-    _check_values(over, "overrides" if isinstance(sets, dict) else "--set", model=d.get("model"))
+    _check_values(over, "overrides" if isinstance(sets, dict) else "--set", model=d.get("model", RunConfig.model))
     # a --set model=X without model settings must not carry the YAML's settings of another model
     return RunConfig.from_dict(d, where=str(path) if path else "config")
 
@@ -247,9 +249,26 @@ def _check_values(over: dict, where: str, model=None) -> None:
     """Types and ranges of the overridden values alone, so that a bad --set is blamed on --set and not
     on the config file it overrides. Cross-field checks wait for the merged config (a partial one
     would be judged against defaults the file may change)."""
+    top = {f.name for f in fields(RunConfig) if f.name != "model_cfg"}
+    unknown = sorted(str(k) for k in over if k not in top and k != model)
+    other = [k for k in unknown if isinstance(over[k], dict) and k in list_models()]
+    if other:
+        raise ConfigError(f"{where}: {other[0]}.*: settings of model {other[0]!r}, but the model is {model!r} "
+                          f"(set model={other[0]} too, or write {model}.KEY)")
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(unknown))}{did_you_mean(unknown[0], top)}; "
+                          f"valid keys: {', '.join(sorted(top))}" + (f", and '{model}.KEY' (model settings)"
+                                                                     if isinstance(model, str) else ""))
     check_values(RunConfig, {k: v for k, v in over.items() if k != "model_cfg"}, where)
     if isinstance(model, str) and isinstance(over.get(model), dict):
-        check_values(get_model_class(model).Config, over[model], where, f"{model}.")
+        mc = get_model_class(model).Config
+        names = {f.name for f in fields(mc)}
+        bad = sorted(str(k) for k in over[model] if k not in names)
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(model + '.' + k for k in bad))}"
+                              f"{did_you_mean(f'{model}.{bad[0]}', [f'{model}.{n}' for n in names])}; "
+                              f"valid keys: {', '.join(sorted(names))}")
+        check_values(mc, over[model], where, f"{model}.")
 
 
 def replace(cfg: RunConfig, **changes) -> RunConfig:

@@ -1,4 +1,12 @@
 """Typed errors. The CLI turns each into one line on stderr and a non-zero exit; the API raises them."""
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the closest of `choices` to a mistyped `name`, or "" if none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class AvgzslError(Exception):

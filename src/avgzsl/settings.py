@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 # ---- YAML: one loader for every config file and --set value -------------------------------------
@@ -182,8 +182,8 @@ def dataclass_from_dict(dc_type, d: dict, where: str = "config", prefix: str = "
     names = {f.name for f in fields(dc_type)}
     unknown = sorted(str(k) for k in set(d) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(prefix + k for k in unknown))}; valid keys: "
-                          f"{', '.join(sorted(names))}")
+        raise ConfigError(f"{where}: unknown key(s) {cap(', '.join(prefix + k for k in unknown))}"
+                          f"{did_you_mean(unknown[0], names)}; valid keys: {', '.join(sorted(names))}")
     kwargs = {k: _check_type(v, hints[k], prefix + k, where) for k, v in d.items()}
     check_settings(dc_type, kwargs, where, prefix)
     try:

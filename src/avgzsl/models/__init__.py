@@ -11,7 +11,7 @@ from dataclasses import asdict, is_dataclass
 
 from ..settings import check_settings, dataclass_from_dict
 from ..data.types import FeatureDims
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .base import Batch, GZSLModel
 
 _REGISTRY: dict[str, type[GZSLModel]] = {}
@@ -42,7 +42,8 @@ def list_models() -> list[str]:
 def get_model_class(name: str) -> type[GZSLModel]:
     _import_all()
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; registered models: "
+                          f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

@@ -1,0 +1,4 @@
+"""`python -m avgzsl ...` is the `avgzsl` command."""
+from .cli import main
+
+raise SystemExit(main())

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from avgzsl.reports import paper
+from avgzsl.reports.tables import format_mean_std
 from avgzsl.reproduce import reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def fmt(vals: list[float]) -> str:
     if not vals:
         return "–"
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
+    return format_mean_std(statistics.mean(vals), sd, len(vals))
 
 
 def verdict(first: list[float], second: list[float]) -> str:

@@ -83,3 +83,29 @@ def test_unknown_names_suggest_the_close_one(tmp_path):
         load_config("mft_uc")
     with pytest.raises(ConfigError, match=r"unknown model 'mtf' \(did you mean 'mft'\?\)"):
         load_config(None, ["model=mtf"])
+
+
+@pytest.mark.parametrize("where", ["global", "command"])
+def test_quiet_silences_every_progress_bar(tmp_path, capsys, where):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_benchmark
+    from avgzsl.cli import main
+    from avgzsl.data.native import write_native
+    root = write_native(tiny_benchmark(), tmp_path / "data")
+    sets = ["--set", "epochs=1", "--set", "n_batches=2", "--set", "bs=8", "--set", "clipclap.hidden=16"]
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "loud"), *sets]) == 0
+    assert "stage 1" in capsys.readouterr().err  # the bars this test expects to disappear
+    quiet = ["--quiet", "train"] if where == "global" else ["train", "--quiet"]
+    assert main([*quiet, "--data", str(root), "--out", str(tmp_path / "quiet"), *sets]) == 0
+    err = capsys.readouterr().err
+    assert "stage 1" not in err and "it/s" not in err and "%|" not in err, err[-500:]
+
+
+def test_h5py_is_optional_and_its_absence_is_one_line(tmp_path, monkeypatch):
+    from avgzsl.data import features
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if not installed
+    with pytest.raises(Exception) as e:
+        features._read_h5(tmp_path / "audio.h5")
+    assert type(e.value).__name__ == "DataError"
+    assert str(e.value) == (f"{tmp_path / 'audio.h5'}: reading .h5 feature files needs h5py: pip install h5py "
+                            f"(or the extra: pip install 'avgzsl[h5]')")

@@ -228,6 +228,24 @@ def test_reference_order_reproduces_position_pairing_and_warns(tmp_path, caplog)
     assert f"{len(differs)} of {len(CLASSES)} classes" in msg and all(n in msg for n in differs)
 
 
+def test_alignment_warning_once_per_dataset_and_cache(tmp_path, caplog):
+    """Warned when the source is read (and the cache written); a later load from the cache, as every
+    later command does, says it at INFO level only."""
+    from avgzsl.data.benchmark import load_benchmark
+    lay, _, _ = _alignment_root(tmp_path)
+
+    def warned():
+        with caplog.at_level(logging.INFO, logger="avgzsl.data"):
+            caplog.clear()
+            b = load_benchmark(lay.root, text_alignment="reference_order", cache_dir=tmp_path / "cache")
+        recs = [r for r in caplog.records if "text alignment" in r.getMessage()]
+        return b.info["cache_hit"], [r.levelno for r in recs]
+
+    assert warned() == (False, [logging.WARNING])
+    assert warned() == (True, [logging.INFO])
+    assert warned() == (True, [logging.INFO])
+
+
 def test_alignment_warning_names_a_few_classes_and_points_to_env_json(caplog):
     from types import SimpleNamespace
 

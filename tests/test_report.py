@@ -168,10 +168,28 @@ def test_compare_runs_tables_both_and_draws_a_png(runs, tmp_path):
         assert line.split() == [run.name, r["model"], r["dataset"], str(r["seed"])] + \
             [f"{100 * t[k]:.2f}" for k in ("seen", "unseen", "hm", "zsl")] + [f"{t['beta']:.3f}",
                                                                               f"{100 * t['ausuc']:.2f}"]
-    assert len(lines) == 4
+    assert lines[4] == "" and lines[5].startswith("over seeds")
     data = png.read_bytes()
     assert png == tmp_path / "cmp.png" and data[:8] == PNG_MAGIC and len(data) > 10_000
     assert (tmp_path / "cmp.txt").read_text() == table
+
+
+def test_compare_aggregates_runs_that_differ_only_by_seed(runs, tmp_path):
+    """The two seed runs form one group (mean ± sample std by hand); a run with another lr is its own
+    group, shown as "(1 seed)", never "± 0.00"; the HM-vs-β overlay is drawn."""
+    other = tmp_path / "lr"
+    run_protocol(load_config(None, FAST[:3] + ["lr=3e-3"] + FAST[4:] + ["seed=0"]), tiny_benchmark(), other)
+    table, _ = compare_runs([*runs, other], out=tmp_path / "cmp.png")
+    part = table.split("over seeds (runs that differ only by seed; mean ± sample std):\n")[1].splitlines()
+    assert part[0].split() == ["group", "seeds", "S", "U", "HM", "ZSL", "AUSUC"]
+    hm = [100 * json.loads((r / "results.json").read_text())["test"]["hm"] for r in runs]
+    mean, sd = (hm[0] + hm[1]) / 2, abs(hm[0] - hm[1]) / 2 ** 0.5  # sample std of two values
+    first, second = part[2], part[3]
+    assert first.startswith("clipclap / ") and " 0,1 " in first and f"{mean:.2f} ± {sd:.2f}" in first
+    other_hm = 100 * json.loads((other / "results.json").read_text())["test"]["hm"]
+    assert "#2" in second and f"{other_hm:.2f} (1 seed)" in second and "±" not in second
+    hm_png = tmp_path / "cmp-hm.png"
+    assert hm_png.read_bytes()[:8] == PNG_MAGIC and f"HM vs β over seeds: {hm_png}" in table
 
 
 def test_pca_projection_is_deterministic_and_tsne_falls_back():

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,10 @@ from .errors import AvgzslError
 
 log = logging.getLogger("avgzsl")
 
-def print_table(rows: list[tuple[str, dict]], file=sys.stdout) -> None:
-    """Rows of (label, {seen, unseen, hm, zsl, beta}) as a percent table."""
+def print_table(rows: list[tuple[str, dict]], file=None) -> None:
+    """Rows of (label, {seen, unseen, hm, zsl, beta}) as a percent table (to sys.stdout as it is now, so a
+    redirected or captured stdout gets it)."""
+    file = file or sys.stdout
     w = max([len(r[0]) for r in rows] + [5])
     print(f"{'':{w}}  {'S':>6} {'U':>6} {'HM':>6} {'ZSL':>6} {'beta':>6}", file=file)
     for label, m in rows:
@@ -64,14 +67,14 @@ def cmd_convert(args) -> int:
     from .data import convert
     d = RunConfig()
     out = convert(args.root, args.out, split=args.split or d.split, feature_dir=args.feature_dir,
-                  text_alignment=args.text_alignment or d.text_alignment)
+                  text_alignment=args.text_alignment or d.text_alignment, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
 
 
-def _load_bench(data: str, cfg, no_cache: bool = False):
+def _load_bench(data: str, cfg, no_cache: bool = False, progress: bool = True):
     from .classtext import load_run_benchmark
-    return load_run_benchmark(data, cfg, cache=not no_cache, progress=True)
+    return load_run_benchmark(data, cfg, cache=not no_cache, progress=progress)
 
 
 def default_run_dir(cfg, bench_name: str) -> Path:
@@ -97,7 +100,7 @@ def cmd_train(args) -> int:
     with contextlib.ExitStack() as stack:
         if args.out:  # a folder in use is refused before the data are read, not after
             stack.enter_context(run_lock(args.out, discard_on_error=True))
-        bench = _load_bench(args.data, cfg, args.no_cache)
+        bench = _load_bench(args.data, cfg, args.no_cache, progress=not args.quiet)
         out = Path(args.out or default_run_dir(cfg, bench.name))
         log.info("run folder: %s", out)
         # the lock (re-entrant; taken here when --out was not given) is held until the report is written
@@ -137,7 +140,7 @@ def _resume(args, run_dir: Path) -> int:
         raise ConfigError(f"--set {other[0]}: --resume continues {cfg_path} unchanged; only "
                           "allow_data_change=true can be given with it")
     cfg = load_config(cfg_path, sets)
-    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg, args.no_cache)
+    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg, args.no_cache, progress=not args.quiet)
     log.info("run folder: %s", run_dir)
     results = run_protocol(cfg, bench, run_dir, device=args.device, progress=not args.quiet, resume=True)
     report_finished_run(run_dir)
@@ -172,7 +175,7 @@ def _eval(args) -> int:
     run_dir = Path(args.run_dir)
     ckpt = read_checkpoint(RunFolder(run_dir).stage2_final_path)
     cfg = RunConfig.from_dict(ckpt["run_config"])
-    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg)
+    bench = _load_bench(args.data or _stored_data_root(run_dir), cfg, progress=not args.quiet)
     res = evaluate_run(run_dir, bench, device=args.device)
     print_table([("test", res)])
     return 0
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avgzsl", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"avgzsl {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", dest="global_quiet", action="store_true",
+                   help="no progress bars in any command (as the commands' own --quiet)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -490,6 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # one switch for every bar: ours take `progress`; Hugging Face's read this before they are imported
+    args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
+    if args.quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.verbose:

@@ -201,7 +201,7 @@ def load_benchmark(root, *, split: str | None = None, feature_dir: str | None = 
         bench = load_native(root, expect={"split": split, "feature_dir": feature_dir,
                                           "text_alignment": text_alignment})
         bench.info.update(cache_hit=False, source="native")
-        _warn_alignment(bench)
+        _warn_alignment(bench, repeat=True)  # written by convert, which warned when it read the source
         return bench
 
     split = split or "cls_split"
@@ -213,7 +213,7 @@ def load_benchmark(root, *, split: str | None = None, feature_dir: str | None = 
         cache_path = _cache_path(src, key, cache_dir)
         bench = _load_cache(cache_path, root)
         if bench is not None:
-            _warn_alignment(bench)
+            _warn_alignment(bench, repeat=True)  # warned when this cache was written
             return bench
     t0 = time.perf_counter()
     bench = _read_source(src, text_alignment, progress)

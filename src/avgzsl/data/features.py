@@ -186,7 +186,7 @@ def _h5_dataset(f, path: Path, name: str, file_size: int):
     so that data in other files (external links, virtual datasets, external raw storage) is refused
     before HDF5 opens anything: it would be read from outside the dataset root, and the cache key
     covers only the root's files. Sizes are checked before anything is read."""
-    import h5py  # imported lazily (third-party): only h5 datasets need it
+    h5py = _import_h5py(path)
 
     node, parts, walked, hops = f, [p for p in name.split("/") if p], [], 0
     while parts:
@@ -232,8 +232,18 @@ def _h5_dataset(f, path: Path, name: str, file_size: int):
     return node
 
 
+def _import_h5py(path: Path):
+    """h5py is optional (the `h5` extra): only the AVCA-GZSL family's .h5 feature files need it."""
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{path}: reading .h5 feature files needs h5py: pip install h5py "
+                        f"(or the extra: pip install 'avgzsl[h5]')") from None
+    return h5py
+
+
 def _read_h5(path: Path):
-    import h5py  # imported lazily (third-party): only h5 datasets need it
+    h5py = _import_h5py(path)
 
     try:
         with h5py.File(path, "r") as f:

@@ -157,10 +157,12 @@ def _build_text(src: _Source, class_names, feature_set, word, wavcaps, alignment
 SHOWN_CLASSES = 8  # a warning stays one readable line; the full list goes into env.json
 
 
-def _warn_alignment(bench: Benchmark) -> None:
+def _warn_alignment(bench: Benchmark, repeat: bool = False) -> None:
+    """Warn when the two text alignments differ for some classes: once per dataset and cache, when the
+    source files are read; `repeat` (a cache hit, a native folder) says it at INFO level only."""
     differs = bench.info.get("alignment_differs") or []
     if differs:
-        log.warning("text alignment: %d of %d classes of %s get a different text embedding under "
+        log.log(logging.INFO if repeat else logging.WARNING, "text alignment: %d of %d classes of %s get a different text embedding under "
                     "'reference_order' (the reference loader's position pairing) than under 'by_name'; "
                     "using %r. Differing classes: %s%s", len(differs), len(bench.class_names), bench.name,
                     bench.info.get("text_alignment"), ", ".join(differs[:SHOWN_CLASSES]),

@@ -7,6 +7,11 @@ Table columns: name, model, dataset, seed, test S / U / HM / ZSL (percent), beta
 PNG: left, each run's test S (solid) and U (dashed) over the beta grid with its chosen beta marked; right, each
 run's seen-unseen curve (exact, from eval/test.npz; the beta-grid points joined when the npz is missing) with
 the chosen operating point as a star.
+
+Seeds: runs whose resolved configs (config.yaml) and datasets differ only by `seed` (and `name`) form a
+group; for every group of two or more the table gets a second part, mean ± sample std over the seeds
+(`format_mean_std`: one run says "(1 seed)"), and ``<stem>-hm.png`` overlays every group's HM-vs-β curves
+(each seed thin, the mean bold with a ±1 std band).
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AvgzslError
+from ..errors import AvgzslError, ConfigError
 from ..io import write_text
 from ..metrics import seen_unseen_curve
+from ..settings import load_yaml
 from . import plots
 from .runfiles import load_run, nearest_from_npz
+from .tables import format_mean_std
 
 COLUMNS = ("name", "model", "dataset", "seed", "S", "U", "HM", "ZSL", "beta", "AUSUC")
 
@@ -59,6 +66,54 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+METRIC_COLUMNS = ("S", "U", "HM", "ZSL", "AUSUC")
+
+
+def seed_group_key(run) -> str:
+    """What must agree for two runs to differ only by seed: the resolved config without seed and name,
+    and the dataset (name, feature set, split) the results record."""
+    try:
+        cfg = load_yaml(run.config_text, str(run.path / "config.yaml")) if run.config_text else {}
+    except ConfigError:  # an unreadable config.yaml: the run stays in a group of its own
+        cfg = {"_unreadable": str(run.path)}
+    cfg = {k: v for k, v in (cfg or {}).items() if k not in ("seed", "name")}
+    r = run.results
+    return repr((sorted(cfg.items(), key=str), r.get("dataset"), r.get("feature_set"), r.get("split")))
+
+
+def seed_groups(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Rows grouped by key, in first-seen order: [{"name", "rows", "index"}]."""
+    groups: dict[str, dict] = {}
+    for i, (row, key) in enumerate(zip(rows, keys)):
+        g = groups.setdefault(key, {"name": f"{row['model']} / {row['dataset']}", "rows": [], "index": []})
+        g["rows"].append(row)
+        g["index"].append(i)
+    names = [g["name"] for g in groups.values()]
+    for j, g in enumerate(groups.values()):  # two groups of one model and dataset: number them
+        if names.count(g["name"]) > 1:
+            g["name"] += f" #{names[:j + 1].count(g['name'])}"
+    return list(groups.values())
+
+
+def format_seed_table(groups: list[dict]) -> str:
+    """Mean ± std over each group's seeds, metrics in percent."""
+    head = ("group", "seeds", *METRIC_COLUMNS)
+    body = []
+    for g in groups:
+        cells = [g["name"], ",".join(str(r["seed"]) for r in g["rows"])]
+        for m in METRIC_COLUMNS:
+            vals = np.array([100 * r[m] for r in g["rows"] if r.get(m) is not None], float)
+            cells.append(format_mean_std(float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                                         len(vals)) if len(vals) else "-")
+        body.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(head)]
+
+    def line(vals):
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in body]) + "\n"
+
+
 def compare_runs(run_dirs, out: str | Path | None = None) -> tuple[str, Path]:
     """Compare finished runs. Returns (plain-text table, path of the PNG).
 
@@ -84,8 +139,14 @@ def compare_runs(run_dirs, out: str | Path | None = None) -> tuple[str, Path]:
     table = format_table(rows)
     out = Path(out) if out is not None else Path("compare.png")
     png = plots.plot_compare(plot_runs, out)
+    groups = seed_groups(rows, [seed_group_key(run) for run in runs])
+    if any(len(g["rows"]) > 1 for g in groups):
+        table += "\nover seeds (runs that differ only by seed; mean ± sample std):\n" + format_seed_table(groups)
+        hm_png = plots.plot_hm_beta([{"name": g["name"], "runs": [plot_runs[i] for i in g["index"]]}
+                                     for g in groups], out.with_name(out.stem + "-hm.png"))
+        table += f"HM vs β over seeds: {hm_png}\n"
     write_text(out.with_suffix(".txt"), table)
     return table, png
 
 
-__all__ = ["compare_runs", "format_table"]
+__all__ = ["compare_runs", "format_table", "format_seed_table", "seed_groups", "seed_group_key"]

@@ -287,4 +287,39 @@ def plot_compare(runs: list[dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_compare", "MAX_BARS", "MAX_LABELS", "DPI"]
+def plot_hm_beta(groups: list[dict], path: str | Path) -> Path:
+    """Test HM over β for groups of runs that differ only by seed: each run thin, the group's mean bold
+    with a ±1 std band (where its runs share one β grid), each run's chosen β marked.
+
+    groups: [{"name", "runs": [{"grid": {beta, hm}, "test": {beta, hm}}]}]
+    """
+    fig = new_figure(9.5, 5.6)
+    ax = fig.subplots()
+    for i, g in enumerate(groups):
+        color = f"C{i % 10}"
+        grids = [r["grid"] for r in g["runs"] if r.get("grid")]
+        for r in g["runs"]:
+            if r.get("grid"):
+                ax.plot(r["grid"]["beta"], percent(r["grid"]["hm"]), "-", color=color, lw=0.8, alpha=0.45)
+            ax.plot([r["test"]["beta"]], [100 * r["test"]["hm"]], "o", color=color, mec="black", ms=5, zorder=5)
+        n = len(g["runs"])
+        label = f"{g['name']} ({n} seed{'s' if n != 1 else ''})"
+        same = grids and all(np.array_equal(grids[0]["beta"], q["beta"]) for q in grids)
+        if same and len(grids) > 1:
+            hm = np.stack([percent(q["hm"]) for q in grids])  # (runs, betas)
+            mean, sd = hm.mean(axis=0), hm.std(axis=0, ddof=1)
+            ax.plot(grids[0]["beta"], mean, "-", color=color, lw=2.2, label=label + ", mean ± std")
+            ax.fill_between(grids[0]["beta"], np.clip(mean - sd, 0, 100), np.clip(mean + sd, 0, 100), color=color,
+                            alpha=0.18, lw=0)
+        else:
+            ax.plot([], [], "-", color=color, lw=2.2, label=label)
+    ax.set_title("Test HM vs β (thin: each seed; bold: mean over seeds; dots: each run's chosen β)")
+    ax.set_xlabel("β (calibration shift)")
+    ax.set_ylabel("HM (%)")
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2 if len(groups) > 3 else 1, fontsize=8,
+              framealpha=0.85)
+    return save_figure(fig, path)
+
+
+__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_compare", "plot_hm_beta", "MAX_BARS", "MAX_LABELS", "DPI"]

@@ -19,6 +19,7 @@ from ..runfolder import RunFolder
 from . import paper
 
 NOT_IMPLEMENTED = "not implemented"
+OTHER_FEATURES = "paper number from other features (not a † row)"
 
 
 def _results(exps, dataset: str, key: str) -> list[dict]:
@@ -31,6 +32,14 @@ def _results(exps, dataset: str, key: str) -> list[dict]:
 
 def _paper_rows(table: int) -> dict:
     return {2: {k: v[2] for k, v in paper.TABLE2.items()}, 3: paper.TABLE3, 4: paper.TABLE4, 5: paper.TABLE5}[table]
+
+
+def format_mean_std(mean: float, std: float, n: int, n_planned: int | None = None) -> str:
+    """"m ± s" over n ≥ 2 values ("(n=k)" when fewer than planned finished); "m (1 seed)" for one value,
+    whose spread is unknown (never "± 0.00")."""
+    if n == 1:
+        return f"{mean:.2f} (1 seed)"
+    return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n_planned is not None and n < n_planned else "")
 
 
 def summarize(results: list[dict]) -> dict[str, tuple[float, float, int]]:
@@ -57,7 +66,10 @@ def build_table(table: int, exps, datasets: list[str]) -> tuple[list[str], list[
                     records.append(dict(table=table, method=label, variant="", dataset=d, metric=m, mean="",
                                         std="", n=0, paper=ref[d][m], diff="", note=NOT_IMPLEMENTED))
             continue
-        ours, theirs = [f"**{label}** (ours)"], ["  paper (Δ = ours − paper)"]
+        other = table == 2 and not paper.TABLE2[label][1]  # the paper's number is from other features
+        mark = "" if table != 2 or other else "†"
+        ours = [f"**{label}**{mark} (ours)"]
+        theirs = ["  paper, other features (Δ = ours − paper)" if other else "  paper (Δ = ours − paper)"]
         for d in order:
             s = summarize(_results(exps, d, key))
             for m in paper.METRICS:
@@ -67,17 +79,20 @@ def build_table(table: int, exps, datasets: list[str]) -> tuple[list[str], list[
                     theirs.append(f"{ref[d][m]:.2f}")
                 else:
                     n_seeds = len({e.seed for e in exps})
-                    ours.append(f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n < n_seeds else ""))
+                    ours.append(format_mean_std(mean, std, n, n_seeds))
                     theirs.append(f"{ref[d][m]:.2f} ({mean - ref[d][m]:+.2f})")
                 records.append(dict(table=table, method=label, variant=key, dataset=d, metric=m,
                                     mean=round(mean, 4) if n else "", std=round(std, 4) if n else "", n=n,
-                                    paper=ref[d][m], diff=round(mean - ref[d][m], 4) if n else "", note=""))
+                                    paper=ref[d][m], diff=round(mean - ref[d][m], 4) if n else "",
+                                    note=OTHER_FEATURES if other else ""))
         rows += [ours, theirs]
     return header, rows, records
 
 
-def _footnotes(exps, datasets: list[str], synthetic: bool) -> list[str]:
-    notes = []
+def _footnotes(exps, datasets: list[str], synthetic: bool, tables=(2,)) -> list[str]:
+    notes = [] if 2 not in tables else ["Table 2: † marks the rows the paper ran on the same CLIP/CLAP features (ClipClap-GZSL's reruns). "
+             "The other rows' paper numbers come from other feature settings (the methods' own papers, the "
+             "AVCA-GZSL features), so their Δ compares across feature settings, not implementations."]
     if synthetic:
         notes.append("**Synthetic data.** These runs use avgzsl's built-in synthetic benchmarks "
                      "(`docs/synthetic.md`); the paper's columns are shown for reference only and the "
@@ -110,7 +125,7 @@ def write_tables(exps, tables: list[int], out: Path, synthetic: bool) -> tuple[P
     seeds = sorted({e.seed for e in exps})
     md.append(f"Mean ± sample std over seeds {', '.join(map(str, seeds))}; S, U, HM, ZSL in percent (test set, "
               f"β chosen on validation).\n")
-    md += [f"- {n}" for n in _footnotes(exps, datasets, synthetic)]
+    md += [f"- {n}" for n in _footnotes(exps, datasets, synthetic, tables)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["table", "method", "variant", "dataset", "metric", "mean", "std", "n",
                                         "paper", "diff", "note"])

@@ -20,7 +20,7 @@ from conftest import tiny_benchmark
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["epochs=3", "n_batches=8", "bs=16", "lr=1e-3", "clipclap.hidden=32", "clipclap.dim_out=16"]
-FIGURES = ("training.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
+FIGURES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +133,9 @@ def test_missing_npz_skips_its_sections_with_a_note(runs, report, tmp_path):
         assert f'<section id="{sid}">' in html
     assert "eval/test.npz: missing" in html and "timings.json: missing" in html
     assert 'id="confusion-table"' not in html and 'id="class-accuracy-table"' not in html
-    assert len(re.findall("data:image/png;base64,", html)) == 3  # training, calibration, seen-unseen (grid)
+    assert len(re.findall("data:image/png;base64,", html)) == 4  # training, steps, calibration, seen-unseen (grid)
     assert sorted(p.name for p in (run / "report").iterdir()) == ["calibration.png", "seen_unseen.png",
-                                                                  "training.png"]
+                                                                  "steps.png", "training.png"]
 
 
 def test_unfinished_run_gives_training_curves_and_out_path(runs, tmp_path):

@@ -135,10 +135,10 @@ def _resume(args, run_dir: Path) -> int:
         return 0
     cfg_path = run.config_path
     sets = parse_set(args.set)
-    other = sorted(set(sets) - {"allow_data_change"})
+    other = sorted(set(sets) - {"allow_data_change", "logger"})
     if other:
         raise ConfigError(f"--set {other[0]}: --resume continues {cfg_path} unchanged; only "
-                          "allow_data_change=true can be given with it")
+                          "allow_data_change=true and logger (or --logger) can be given with it")
     cfg = load_config(cfg_path, sets)
     bench = _load_bench(args.data or _stored_data_root(run_dir), cfg, args.no_cache, progress=not args.quiet)
     log.info("run folder: %s", run_dir)
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
         q.add_argument("--out", help="run folder (default runs/<name>-<time>)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.add_argument("--logger", help="experiment trackers: auto (default: tensorboard if installed) | none | "
+                                        "tensorboard,wandb,mlflow (as --set logger=...)")
 
     q = sub.add_parser("models", help="list registered models")
     q.set_defaults(fn=cmd_models)
@@ -497,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # one switch for every bar: ours take `progress`; Hugging Face's read this before they are imported
     args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
+    if getattr(args, "logger", None):  # --logger X is --set logger=X, after any other --set
+        args.set = [*args.set, f"logger={args.logger}"]
     if args.quiet:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,

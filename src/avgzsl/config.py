@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import ConfigError, did_you_mean
 from .models import get_model_class, list_models, model_config
+from .tracking import tracker_names
 from .settings import (POSITIVE, SEED, WEIGHT, WIDTH, cap, check_settings, check_values, dataclass_from_dict,
                        load_yaml, setting, short)
 
@@ -97,6 +98,7 @@ class RunConfig:
     text_weights: str | None = None  # the encoder's local weights folder (encoders/towers.py)
     allow_leakage: bool = False  # run despite a failed leakage check (recorded in the run folder)
     allow_data_change: bool = False  # --resume on data of another fingerprint (recorded in env.json)
+    logger: str = "auto"  # experiment trackers (tracking.py): auto | none | tensorboard,wandb,mlflow
     reference_mode: bool = False  # reproduce the reference code's behaviours, bugs included (REFERENCE_BEHAVIOURS)
     reference_off: list = dataclasses.field(default_factory=list)  # behaviours kept ours in reference mode
     # The model's own Config dataclass (nested under the model's name in YAML). A mapping given here is
@@ -156,6 +158,10 @@ class RunConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{where}: {key}={short(getattr(self, key))}: expected one of {', '.join(allowed)}")
         check_settings(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, where)
+        try:
+            tracker_names(self.logger)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
         unknown = [b for b in self.reference_off if b not in REFERENCE_BEHAVIOURS]
         if unknown:
             raise ConfigError(f"{where}: reference_off: unknown behaviour(s) {cap(', '.join(map(short, unknown)))}; "

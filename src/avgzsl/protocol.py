@@ -138,8 +138,10 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
         te = time.perf_counter()
         try:
             batches = loaders[0].epoch() if loaders else sampler.epoch()
+            step_losses: dict = {}
             terms = train_one_epoch(model, opt, data, batches, cls_text, local, progress,
-                                    desc=f"stage {number} epoch {epoch + 1}", loss_fn=loss_fn, after_step=after_step)
+                                    desc=f"stage {number} epoch {epoch + 1}", loss_fn=loss_fn, after_step=after_step,
+                                    step_losses=step_losses if run is not None else None)
             if loaders:
                 loaders[1].validation_pass()
         except NonFiniteLoss as e:
@@ -150,6 +152,8 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
         if on_row is not None:
             on_row(row)
         if run is not None:
+            n_steps = len(next(iter(step_losses.values()), []))
+            run.log_steps({"stage": number, "epoch": epoch, "first_step": epoch * n_steps, "terms": step_losses})
             run.log_epoch(row)
             run.save_state({**saved(epoch), "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),

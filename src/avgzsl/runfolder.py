@@ -4,6 +4,10 @@
       config.yaml          resolved run config (every default written out)
       env.json             versions, device, threads, git commit, data provenance, leakage overrides
       log.jsonl            one JSON object per epoch (loss terms, lr, val S/U/HM/ZSL, beta)
+      steps.jsonl          one JSON object per epoch with every step's loss terms ({stage, epoch,
+                           first_step, terms: {term: [value per step]}}; the report draws them)
+      tensorboard/, wandb/, mlflow.db   the experiment trackers' files, where the `logger` key asks
+                           for them (`avgzsl.tracking`)
       state.pt             full training state after the last finished epoch (for --resume)
       checkpoints/stage1_best.pt, checkpoints/stage2_final.pt
       eval/test.npz        nearest seen/unseen class per test video, labels, embeddings (for reports)
@@ -38,6 +42,7 @@ from . import __version__
 from .config import RunConfig, read_yaml
 from .errors import AvgzslError, DataError
 from .io import atomic_write, write_errors, write_json, write_text
+from .tracking import make_trackers
 
 log = logging.getLogger("avgzsl.runfolder")
 
@@ -100,6 +105,7 @@ class RunFolder:
     CONFIG = "config.yaml"
     ENV = "env.json"
     LOG = "log.jsonl"
+    STEPS = "steps.jsonl"
     STATE = "state.pt"
     CHECKPOINTS = "checkpoints"
     STAGE1_BEST = "checkpoints/stage1_best.pt"
@@ -113,6 +119,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.trackers: list = []  # open_trackers() fills it for a run being written
 
     # ---- paths ----
     @property
@@ -126,6 +133,10 @@ class RunFolder:
     @property
     def log_path(self) -> Path:
         return self.path / self.LOG
+
+    @property
+    def steps_path(self) -> Path:
+        return self.path / self.STEPS
 
     @property
     def state_path(self) -> Path:
@@ -207,8 +218,9 @@ class RunFolder:
         if resume and cfg_path.exists():
             stored = RunConfig.from_dict(read_yaml(cfg_path), where=str(cfg_path)).to_dict()
             given = cfg.to_dict()
-            for d in (stored, given):  # a permission for this resume, not part of the run's config
+            for d in (stored, given):  # a permission / the trackers of this resume, not part of the run's config
                 d.pop("allow_data_change", None)
+                d.pop("logger", None)
             if stored != given:
                 raise AvgzslError(f"{cfg_path}: the run was started with another config; "
                                   "resume it with its own config")
@@ -241,6 +253,7 @@ class RunFolder:
         write_json(self.env_path, env)
         if resume:
             self._truncate_log()
+        self.open_trackers(cfg)
 
     def _read_env(self) -> dict:
         try:
@@ -259,23 +272,58 @@ class RunFolder:
         return int(state["stage"]), int(state.get("done2", 0))
 
     def log_epoch(self, row: dict) -> None:
-        path = self.log_path
+        self._append(self.log_path, row)
+        self._tell_trackers("epoch", row)
+
+    def log_steps(self, row: dict) -> None:
+        """One epoch's per-step loss terms, to steps.jsonl and the trackers."""
+        self._append(self.steps_path, row)
+        self._tell_trackers("steps", row)
+
+    @staticmethod
+    def _append(path: Path, row: dict) -> None:
         old = path.read_text() if path.exists() else ""
         write_text(path, old + json.dumps(row) + "\n")
 
+    def open_trackers(self, cfg) -> None:
+        """The experiment trackers the config's `logger` asks for (tracking.py); they get copies of the rows."""
+        self.close_trackers()
+        try:
+            self.trackers = make_trackers(cfg.logger, self.path, cfg.name or self.path.name, cfg.to_dict())
+        except AvgzslError:
+            raise
+        except Exception as e:  # noqa: BLE001 (a tracker's own start-up: any error)
+            log.warning("%s: experiment tracking off (%s: %s)", self.path, type(e).__name__, str(e)[:200])
+            self.trackers = []
+
+    def close_trackers(self) -> None:
+        self._tell_trackers("close")
+        self.trackers = []
+
+    def _tell_trackers(self, what: str, *args) -> None:
+        """A tracker that fails is dropped with a warning: the JSON-lines files are the record, a run never
+        stops for its dashboard."""
+        for t in list(self.trackers):
+            try:
+                getattr(t, what)(*args)
+            except Exception as e:  # noqa: BLE001 (third-party code: any error)
+                log.warning("%s: the %s tracker failed (%s: %s); it is dropped, the run goes on", self.path,
+                            type(t).__name__, type(e).__name__, str(e)[:200])
+                self.trackers.remove(t)
+
     def _truncate_log(self) -> None:
-        """Drop log rows of epochs after the saved state (a kill between log and state)."""
-        path = self.log_path
+        """Drop log and step rows of epochs after the saved state (a kill between log and state)."""
         state = self.load_state()
-        if not path.exists():
-            return
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if state is None:
-            keep = []
-        else:
-            done = {1: state["stage1"]["done"], 2: state.get("done2", 0) if state["stage"] == 2 else 0}
-            keep = [r for r in rows if r["epoch"] < done[r["stage"]]]
-        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+        for path in (self.log_path, self.steps_path):
+            if not path.exists():
+                continue
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if state is None:
+                keep = []
+            else:
+                done = {1: state["stage1"]["done"], 2: state.get("done2", 0) if state["stage"] == 2 else 0}
+                keep = [r for r in rows if r["epoch"] < done[r["stage"]]]
+            write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save_state(self, state: dict) -> None:
         atomic_write(self.state_path, lambda p: torch.save(state, p))
@@ -309,3 +357,5 @@ class RunFolder:
         write_json(self.results_path, results)
         if self.state_path.exists():
             self.state_path.unlink()  # the run is complete; results.json marks it
+        self._tell_trackers("results", results)
+        self.close_trackers()

@@ -52,13 +52,15 @@ class SplitTensors:
 
 def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: SplitTensors,
                     batches, class_text: torch.Tensor, local_index: torch.Tensor,
-                    progress: bool = False, desc: str = "train", loss_fn=None, after_step=None) -> dict[str, float]:
+                    progress: bool = False, desc: str = "train", loss_fn=None, after_step=None,
+                    step_losses: dict | None = None) -> dict[str, float]:
     """One pass over `batches` ((n_batches, bs) row indices, or any sized iterable of (bs,) index
     tensors, drawn as they are needed). Returns the mean of each loss term.
 
     class_text: (K, Dt) text of the training classes; local_index: (C_all,) global id -> row of class_text.
     loss_fn(batch, class_text, target) replaces model.loss; after_step(batch, class_text, target) runs
-    after each optimiser step (reference mode uses both: reference.py).
+    after each optimiser step (reference mode uses both: reference.py). `step_losses`, a dict, receives
+    every step's terms ({term: [value per step]}, the summed loss as "total"): one copy to the host per epoch.
     """
     model.train()
     loss_fn = loss_fn or model.loss
@@ -87,6 +89,10 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
         row = [terms.get(k, zero).float() for k in names[:-1]] + [loss.detach().float()]
         steps[i] = torch.stack(row).reshape(-1)
     check_finite(model, steps, names, desc)
+    if step_losses is not None and steps is not None:
+        values = steps.cpu().tolist()  # (n_steps, n_terms)
+        for j, k in enumerate(names):
+            step_losses["total" if k == "_loss" else k] = [row[j] for row in values]
     return {k: float(v) / n for k, v in sums.items()}
 
 

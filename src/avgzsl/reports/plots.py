@@ -287,6 +287,40 @@ def plot_compare(runs: list[dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_step_losses(steps: list[dict], path: str | Path, window: int = 25) -> Path:
+    """Every optimiser step's total loss (thin) and its running mean over `window` steps (bold), stage 1
+    left and stage 2 right; the other terms' running means in colour.
+
+    steps: steps.jsonl rows ({stage, epoch, first_step, terms: {term: [value per step]}}).
+    """
+    fig = new_figure(14.5, 4.0)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, stage in zip(axes, (1, 2)):
+        rows = sorted((r for r in steps if r.get("stage") == stage), key=lambda r: r["epoch"])
+        terms: dict[str, list] = {}
+        for r in rows:
+            for k, v in r["terms"].items():
+                terms.setdefault(k, []).extend(v)
+        n = max((len(v) for v in terms.values()), default=0)
+        w = max(1, min(window, n // 5))  # short runs: a window of a fifth of the steps, so the mean shows a trend
+        for i, (k, v) in enumerate(sorted(terms.items(), key=lambda kv: kv[0] == "total")):
+            y = np.asarray(v, float)
+            smooth = np.convolve(y, np.ones(w) / w, mode="valid")  # (n - w + 1,)
+            x = np.arange(len(y))
+            color = "black" if k == "total" else f"C{i % 10}"
+            if k == "total":
+                ax.plot(x, y, "-", color="grey", lw=0.6, alpha=0.5)
+            ax.plot(x[w - 1:], smooth, "-", color=color, lw=2.0 if k == "total" else 1.2, label=k)
+        ax.set_title(f"stage {stage}: loss per step (running mean over {w})" if rows else
+                     f"stage {stage}: no steps logged")
+        ax.set_xlabel("optimiser step")
+        ax.grid(True, alpha=0.3, linewidth=0.6)
+        if terms:
+            ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+    axes[0].set_ylabel("loss")
+    return save_figure(fig, path)
+
+
 def plot_hm_beta(groups: list[dict], path: str | Path) -> Path:
     """Test HM over β for groups of runs that differ only by seed: each run thin, the group's mean bold
     with a ±1 std band (where its runs share one β grid), each run's chosen β marked.
@@ -322,4 +356,4 @@ def plot_hm_beta(groups: list[dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_compare", "plot_hm_beta", "MAX_BARS", "MAX_LABELS", "DPI"]
+__all__ = ["plot_training_curves", "plot_calibration", "plot_seen_unseen", "plot_compare", "plot_hm_beta", "plot_step_losses", "MAX_BARS", "MAX_LABELS", "DPI"]

@@ -36,7 +36,7 @@ SECTIONS = {  # id -> heading
     "confusions": "Most confused class pairs",
     "embedding-map": "Embedding map",
 }
-PNG_NAMES = ("training.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
+PNG_NAMES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -165,7 +165,13 @@ def _training(run: RunFiles, png_dir: Path, written: list) -> str:
             "stage-1 epoch, each at its own best β. Right: learning rate. The red dotted line is the chosen "
             "epoch (first epoch with the highest validation HM); stage 2 trains for chosen + 1 epochs.</p>")
     note = _note(_missing(run, RunFolder.LOG)) if RunFolder.LOG in run.notes else ""
-    return _section("training", text + note + _img(png, "training curves"))
+    steps = ""
+    if run.steps:
+        sp = plots.plot_step_losses(run.steps, png_dir / "steps.png")
+        written.append(sp)
+        steps = ('<p class="muted">Every optimiser step from steps.jsonl: the total loss (grey) and running '
+                 "means of each term.</p>" + _img(sp, "loss per step"))
+    return _section("training", text + note + _img(png, "training curves") + steps)
 
 
 def _calibration(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list) -> str:

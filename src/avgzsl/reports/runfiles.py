@@ -36,6 +36,7 @@ class RunFiles:
     timings: dict | None
     test: dict | None  # arrays of eval/test.npz
     notes: dict = field(default_factory=dict)  # file name -> why it was not used
+    steps: list = field(default_factory=list)  # steps.jsonl rows (per-step losses), [] for older run folders
 
     @property
     def name(self) -> str:
@@ -106,7 +107,14 @@ def load_run(run_dir: str | Path, need_results: bool = False) -> RunFiles:
             test = None
     else:
         notes[rf.TEST_EVAL] = "missing"
-    return RunFiles(path, results, rows, config_text, env, timings, test, notes)
+    steps = []
+    if rf.steps_path.exists():
+        try:
+            steps = [r for r in (json.loads(line) for line in rf.steps_path.read_text().splitlines() if line.strip())
+                     if isinstance(r, dict) and isinstance(r.get("terms"), dict)]
+        except ValueError as e:
+            notes[rf.STEPS] = f"unreadable ({type(e).__name__}: {e})"
+    return RunFiles(path, results, rows, config_text, env, timings, test, notes, steps)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from pathlib import Path
 
 from _procs import kill_when
 
@@ -49,7 +50,7 @@ def test_reproduce_table3_resumes_after_kill(tmp_path):
 
 def test_dry_run_lists_every_run_once(tmp_path, capsys):
     from avgzsl.cli import main
-    assert main(["reproduce", "--dry-run", "--tables", "3,4,5", "--datasets", "ucf", "--seeds", "0,1",
+    assert main(["reproduce", "--dry-run", "--no-probe", "--tables", "3,4,5", "--datasets", "ucf", "--seeds", "0,1",
                  "--out", str(tmp_path)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("todo")]
     # MFT appears in all three tables but runs once: 6 variants x 2 seeds
@@ -67,7 +68,7 @@ def test_dry_run_estimates_from_finished_seeds(tmp_path, capsys):
         run.mkdir(parents=True)
         (run / "timings.json").write_text(json.dumps(timings))
         (run / "results.json").write_text("{}")
-    assert main(["reproduce", "--dry-run", "--tables", "3", "--datasets", "ucf", "--seeds", "0,1,2",
+    assert main(["reproduce", "--dry-run", "--no-probe", "--tables", "3", "--datasets", "ucf", "--seeds", "0,1,2",
                  "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     todo = {x.split()[2]: x for x in lines if x.startswith("todo")}
@@ -82,8 +83,8 @@ def test_table2_plans_every_registered_model_on_every_dataset(tmp_path, capsys):
     from avgzsl.models import list_models
     from avgzsl.reports import paper
     datasets = ["ucf", "activitynet", "vggsound"]
-    assert main(["reproduce", "--dry-run", "--tables", "2", "--datasets", ",".join(datasets), "--seeds", "0",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "--dry-run", "--no-probe", "--tables", "2", "--datasets", ",".join(datasets),
+                 "--seeds", "0", "--out", str(tmp_path)]) == 0
     planned = {(x.split()[1], x.split()[2]) for x in capsys.readouterr().out.splitlines() if x.startswith("todo")}
     # every implemented model is a row of the paper's Table 2, and each runs with its own preset per dataset
     assert set(list_models()) <= {name for name, _, _ in paper.TABLE2.values()}
@@ -102,7 +103,7 @@ def test_dry_run_estimate_needs_no_benchmarks_folder(tmp_path):
     shutil.copytree(Path(avgzsl.__file__).parent, site / "avgzsl", ignore=shutil.ignore_patterns("__pycache__"))
     code = ("import sys, avgzsl; assert avgzsl.__file__.startswith(sys.argv[1]), avgzsl.__file__\n"
             "from avgzsl.cli import main\n"
-            "sys.exit(main(['reproduce', '--dry-run', '--tables', '3', '--datasets', 'ucf', '--seeds', '0', "
+            "sys.exit(main(['reproduce', '--dry-run', '--no-probe', '--tables', '3', '--datasets', 'ucf', '--seeds', '0', "
             "'--out', sys.argv[2]]))")
     env = {**os.environ, "PYTHONPATH": str(site), "AVGZSL_CACHE": str(tmp_path / "cache")}
     p = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "out")], env=env, cwd=tmp_path,
@@ -111,6 +112,29 @@ def test_dry_run_estimate_needs_no_benchmarks_folder(tmp_path):
     todo = {x.split()[2]: x for x in p.stdout.splitlines() if x.startswith("todo")}
     assert sorted(todo) == ["mft", "mft-no-attention"]
     assert all("(benchmark)" in line for line in todo.values()), p.stdout
+
+
+def test_dry_run_probes_each_variant_once_on_this_machine(tmp_path, monkeypatch):
+    """The estimate comes from a training probe measured here (one per variant and dataset, shared by its
+    seeds): planned samples / probed samples per second."""
+    from avgzsl import reproduce as rp
+    from avgzsl.config import load_config, resolve_config
+    calls = []
+    real = rp.probe_rate
+
+    def counted(exp, device="cpu", cache=None):
+        calls.append(exp.variant.key)
+        return real(exp, device, cache)
+    monkeypatch.setattr(rp, "probe_rate", counted)
+    monkeypatch.setattr(rp, "PROBE_BATCHES", 2)
+    rates = {}
+    plan = rp.plan({"ucf": Path("<synthetic>")}, [3], [0, 1], tmp_path, ("mft.d_model=32", "mft.heads=2"))
+    est = [rp.estimate_seconds(e, probe=rates, cache=tmp_path / "cache") for e in plan]
+    assert sorted(calls) == ["mft", "mft-no-attention"] and all(src == "probe" for _, src in est)
+    for e, (sec, _) in zip(plan, est):
+        cfg = load_config(resolve_config(e.preset), e.sets())
+        rate = rates[("ucf", e.variant.key)]
+        assert rate > 0 and sec == pytest.approx(1.75 * cfg.epochs * cfg.n_batches * cfg.bs / rate)
 
 
 def test_packaged_rates_are_the_benchmark_results_and_ship_in_the_wheel():

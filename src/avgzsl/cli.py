@@ -222,7 +222,8 @@ def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
     reproduce(datasets=_csv(args.datasets), tables=_csv(args.tables, int), seeds=_csv(args.seeds, int),
               out=Path(args.out), data_root=Path(args.data_root) if args.data_root else None, device=args.device,
-              dry_run=args.dry_run, synthetic_scale=args.synthetic_scale, executor=args.executor,
+              dry_run=args.dry_run, probe=not args.no_probe, synthetic_scale=args.synthetic_scale,
+              executor=args.executor,
               extra_sets=tuple(args.set), progress=not args.quiet,
               runner=make_runner(args.executor, args.ray_address, args.gpus_per_run, progress=not args.quiet))
     return 0
@@ -390,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", default="0,1,2")
     q.add_argument("--out", default="runs/reproduce")
     q.add_argument("--device", default="cpu")
-    q.add_argument("--dry-run", action="store_true", help="list the runs and their estimated time")
+    q.add_argument("--dry-run", action="store_true", help="list the runs and their estimated time (from a few "
+                                                           "seconds' training probe per model on this machine)")
+    q.add_argument("--no-probe", action="store_true", help="with --dry-run: estimate from the shipped benchmark "
+                                                            "rates instead of probing")
     q.add_argument("--synthetic-scale", type=float, default=1.0, help="videos per class of the synthetic default")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     q.add_argument("--executor", choices=["local", "ray"], default="local",

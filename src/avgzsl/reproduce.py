@@ -129,14 +129,43 @@ def measured_seconds(exp: Experiment) -> float | None:
     return sum(times) / len(times) if times else None
 
 
-def estimate_seconds(exp: Experiment, bench_json: Path | None = TRAIN_RATES) -> tuple[float, str]:
-    """(seconds, source) for one run: the same variant's finished seeds when there are any, else the
-    benchmark suite's measured samples/s for the model and dataset (`bench_json`: TRAIN_RATES, or a file
-    of benchmarks/protocol.py), else a conservative default rate."""
+PROBE_BATCHES = 6  # batches of the probe's one stage-1 epoch, after a warm-up epoch of one batch
+PROBE_SCALE = 0.1  # the synthetic like-dataset the probe trains on when no real root is given
+
+
+def probe_rate(exp: Experiment, device: str = "cpu", cache: Path | None = None) -> float:
+    """Training samples/s of this variant's preset, measured on this machine: the protocol's stage 1 for
+    one epoch of PROBE_BATCHES batches (batch size, widths and model as the preset's) on the run's data
+    root, or on the synthetic like-dataset at PROBE_SCALE (written once into the cache). A warm-up epoch
+    of one batch, not timed, sets up the model, optimiser and kernels first."""
+    sets = [s for s in exp.sets() if not s.startswith("seed=")]
+    root = exp.data_root if exp.data_root.is_dir() else synthetic_root(exp.dataset, PROBE_SCALE, 0,
+                                                                       cache=cache or default_cache())
+    cfg = load_config(resolve_config(exp.preset), sets + ["epochs=1", f"n_batches={PROBE_BATCHES}", "logger=none"])
+    bench = load_run_benchmark(root, cfg)
+    warm = load_config(resolve_config(exp.preset), sets + ["epochs=1", "n_batches=1", "logger=none"])
+    run_protocol(warm, bench, None, device=device, stages=1)
+    rows: list[dict] = []
+    run_protocol(cfg, bench, None, device=device, stages=1, on_epoch=rows.append)
+    return PROBE_BATCHES * cfg.bs / max(float(rows[-1]["train_s"]), 1e-6)
+
+
+def estimate_seconds(exp: Experiment, bench_json: Path | None = TRAIN_RATES, probe: dict | None = None,
+                     device: str = "cpu", cache: Path | None = None) -> tuple[float, str]:
+    """(seconds, source) for one run: the same variant's finished seeds when there are any; else, with
+    `probe` (a dict that keeps one rate per dataset and variant across calls), a short training probe on
+    this machine (`probe_rate`); without it the benchmark suite's samples/s for the model and dataset
+    (`bench_json`: TRAIN_RATES, or a file of benchmarks/protocol.py), else a conservative default rate."""
     measured = measured_seconds(exp)
     if measured is not None:
         return measured, "measured"
     cfg = load_config(resolve_config(exp.preset), exp.sets())
+    epochs = cfg.epochs + (cfg.epochs * 0.75)  # stage 2 runs best_epoch + 1 <= epochs
+    if probe is not None:
+        key = (exp.dataset, exp.variant.key)
+        if key not in probe:
+            probe[key] = probe_rate(exp, device, cache)
+        return epochs * cfg.n_batches * cfg.bs / probe[key], "probe"
     rate, source = 2000.0, "default"  # samples/s on a 2-core CPU when no benchmark figure is known
     if bench_json and bench_json.exists():
         try:
@@ -146,7 +175,6 @@ def estimate_seconds(exp: Experiment, bench_json: Path | None = TRAIN_RATES) -> 
                 rate, source = float(match[0]["train_samples_per_s"]), "benchmark"
         except (ValueError, KeyError, TypeError):
             pass
-    epochs = cfg.epochs + (cfg.epochs * 0.75)  # stage 2 runs best_epoch + 1 <= epochs
     return epochs * cfg.n_batches * cfg.bs / rate, source
 
 
@@ -168,7 +196,7 @@ def real_roots(data_root: Path, datasets: list[str]) -> dict[str, Path]:
 def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Path, data_root: Path | None = None,
               device: str = "cpu", dry_run: bool = False, synthetic_scale: float = 1.0, cache: Path | None = None,
               executor: str = "local", extra_sets: tuple[str, ...] = (), progress: bool = True,
-              runner=None) -> dict:
+              runner=None, probe: bool = True) -> dict:
     out = Path(out)
     synthetic = data_root is None
     for ds in datasets:
@@ -183,8 +211,9 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
     if dry_run:
         total = 0.0
         lines = []
+        rates: dict | None = {} if probe else None  # one probe per (dataset, variant), shared by its seeds
         for e in exps:
-            sec, source = (0.0, "") if e.done else estimate_seconds(e)
+            sec, source = (0.0, "") if e.done else estimate_seconds(e, probe=rates, device=device, cache=cache)
             total += sec
             lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
                          + (f"~{sec / 60:.1f} min ({source})  " if not e.done else "")

@@ -20,7 +20,8 @@ from conftest import tiny_benchmark
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["epochs=3", "n_batches=8", "bs=16", "lr=1e-3", "clipclap.hidden=32", "clipclap.dim_out=16"]
-FIGURES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
+FIGURES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "confusion.png",
+           "embedding_map.png")
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +224,19 @@ def test_the_report_after_a_run_is_a_warning_when_it_fails(tmp_path, caplog):
     msg = caplog.records[-1].getMessage()
     assert msg.startswith(f"{run}: could not write report.html (AvgzslError: ") and msg.endswith(
         f"; try `avgzsl report {run}`"), msg
+
+
+def test_confusion_matrix_counts_each_video_once_in_seen_then_unseen_order():
+    from types import SimpleNamespace
+
+    from avgzsl.reports.confusion import class_order, confusion_matrix
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
+    an = SimpleNamespace(class_ids=np.arange(5), class_names=["e", "B", "c", "a", "D"], label_cols=labels,
+                         pred_cols=preds, seen_mask=np.array([False, True, True, False, True]))
+    m = confusion_matrix(an)
+    explicit = np.zeros((5, 5), int)
+    for t, p in zip(labels, preds):
+        explicit[t, p] += 1
+    assert np.array_equal(m, explicit) and m.sum() == 40
+    assert class_order(an).tolist() == [1, 2, 4, 3, 0]  # seen B, c, D; then unseen a, e

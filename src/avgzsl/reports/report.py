@@ -24,6 +24,7 @@ from ..metrics import seen_unseen_curve
 from ..runfolder import RunFolder
 from ..runlock import run_lock
 from . import class_plots, plots
+from .confusion import plot_confusion
 from .runfiles import RunFiles, TestAnalysis, analyse_test, confused_pairs, load_run
 
 log = logging.getLogger("avgzsl.reports")
@@ -36,7 +37,7 @@ SECTIONS = {  # id -> heading
     "confusions": "Most confused class pairs",
     "embedding-map": "Embedding map",
 }
-PNG_NAMES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "embedding_map.png")
+PNG_NAMES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "confusion.png", "embedding_map.png")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -76,8 +77,9 @@ def _note(text: str) -> str:
 def _kv_table(d: dict, table_id: str) -> str:
     rows = []
     for k, v in d.items():
-        if isinstance(v, (dict, list)):
-            v = json.dumps(v)
+        if isinstance(v, (dict, list)):  # e.g. env.json's data: class lists would fill the page
+            v = json.dumps(v[:8] + [f"... {len(v) - 8} more"] if isinstance(v, list) and len(v) > 8 else v)
+            v = v if len(v) <= 300 else v[:300] + f" ... ({len(v)} characters in all: see the file)"
         rows.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
     return f'<table id="{table_id}">' + "".join(rows) + "</table>"
 
@@ -243,7 +245,7 @@ def _class_accuracy(run: RunFiles, an: TestAnalysis | None, png_dir: Path, writt
     return _section("class-accuracy", "\n".join(parts))
 
 
-def _confusions(run: RunFiles, an: TestAnalysis | None, k: int) -> str:
+def _confusions(run: RunFiles, an: TestAnalysis | None, k: int, png_dir: Path, written: list) -> str:
     if an is None:
         return _section("confusions", _note(f"{_missing(run, RunFolder.TEST_EVAL)} — "
                                             "no confusion table."))
@@ -268,6 +270,8 @@ def _confusions(run: RunFiles, an: TestAnalysis | None, k: int) -> str:
                         f"<td>{kind}</td></tr>")
         parts.append('<table id="confusion-table"><tr><th>true class</th><th>predicted class</th><th>count</th>'
                      "<th>share of true class</th><th>kind</th></tr>" + "".join(rows) + "</table>")
+    written.append(plot_confusion(an, png_dir / "confusion.png"))  # the whole matrix, seen | unseen blocks
+    parts.append(_img(written[-1], "test confusion matrix"))
     return _section("confusions", "\n".join(parts))
 
 
@@ -345,7 +349,7 @@ def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, t
             run.notes[RunFolder.TEST_EVAL] = f"inconsistent with results.json ({e})"
     written: list[Path] = []
     body = [_headline(run, an), _training(run, png_dir, written), _calibration(run, an, png_dir, written),
-            _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k),
+            _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k, png_dir, written),
             _embedding_map(run, an, png_dir, written, embedding)]
     for name in PNG_NAMES:  # a figure left from an earlier report whose section is now skipped
         stale = png_dir / name

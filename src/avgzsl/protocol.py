@@ -179,12 +179,14 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
                   on_epoch=None) -> dict:
     """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json).
 
-    stages=1 stops after stage 1 and returns {"val", "best_epoch", "epochs": [val summary per epoch]}
+    stages=1 stops after stage 1 and returns {"val", "best_epoch", "epochs": [val summary per epoch]};
+    stages=0 trains stage 1 without validating (nothing to select: a timing probe, reproduce --dry-run) and
+    returns {"stage1_s"}
     without touching the test splits (what a hyper-parameter sweep may look at). on_epoch(row) is
     called with each stage-1 epoch's log row.
     """
-    if stages not in (1, 2):
-        raise AvgzslError(f"stages={stages}: expected 1 or 2")
+    if stages not in (0, 1, 2):
+        raise AvgzslError(f"stages={stages}: expected 0, 1 or 2")
     cfg.validate()
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -243,6 +245,9 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     st1 = state["stage1"] if state else {"best_epoch": -1, "best_hm": -1.0, "lrs": [], "best": None, "done": 0}
 
     def stage1_epoch(epoch, model, sched, lr, row, bar):
+        if stages == 0:
+            st1["done"] = epoch + 1
+            return
         res = validate(model, betas)
         summ = res.summary()
         sched.step(summ["hm"])
@@ -270,6 +275,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
                     lambda epoch, opt: None, stage1_epoch, lambda epoch: {"stage": 1, "stage1": st1}, on_epoch)
         state = None  # stage 2 starts fresh unless we resumed inside it
     timings["stage1_s"] = time.perf_counter() - t0
+    if stages == 0:
+        return {"stage1_s": timings["stage1_s"]}
     best_epoch, best_beta = st1["best_epoch"], st1["best"]["beta"]
     mode_betas = st1.get("mode_betas") if "mode_betas" in behaviours else None
     if "metric_arithmetic" in behaviours:  # the reference's test beta: never 0 (see reference.test_beta)

@@ -134,19 +134,19 @@ PROBE_SCALE = 0.1  # the synthetic like-dataset the probe trains on when no real
 
 
 def probe_rate(exp: Experiment, device: str = "cpu", cache: Path | None = None) -> float:
-    """Training samples/s of this variant's preset, measured on this machine: the protocol's stage 1 for
-    one epoch of PROBE_BATCHES batches (batch size, widths and model as the preset's) on the run's data
-    root, or on the synthetic like-dataset at PROBE_SCALE (written once into the cache). A warm-up epoch
-    of one batch, not timed, sets up the model, optimiser and kernels first."""
+    """Training samples/s of this variant's preset, measured on this machine: the protocol's stage-1 training
+    (``stages=0``: no validation) for one epoch of PROBE_BATCHES batches (batch size, widths and model as
+    the preset's) on the run's data root, or on the synthetic like-dataset at PROBE_SCALE (written once into
+    the cache). A warm-up epoch of one batch, not timed, sets up the model, optimiser and kernels first."""
     sets = [s for s in exp.sets() if not s.startswith("seed=")]
     root = exp.data_root if exp.data_root.is_dir() else synthetic_root(exp.dataset, PROBE_SCALE, 0,
                                                                        cache=cache or default_cache())
     cfg = load_config(resolve_config(exp.preset), sets + ["epochs=1", f"n_batches={PROBE_BATCHES}", "logger=none"])
     bench = load_run_benchmark(root, cfg)
     warm = load_config(resolve_config(exp.preset), sets + ["epochs=1", "n_batches=1", "logger=none"])
-    run_protocol(warm, bench, None, device=device, stages=1)
+    run_protocol(warm, bench, None, device=device, stages=0)  # training only: no validation to pay for
     rows: list[dict] = []
-    run_protocol(cfg, bench, None, device=device, stages=1, on_epoch=rows.append)
+    run_protocol(cfg, bench, None, device=device, stages=0, on_epoch=rows.append)
     return PROBE_BATCHES * cfg.bs / max(float(rows[-1]["train_s"]), 1e-6)
 
 

@@ -200,3 +200,14 @@ def check_values(dc_type, d: dict, where: str, prefix: str = "") -> None:
     for k, v in d.items():
         if k in hints:
             check_settings(dc_type, {k: _check_type(v, hints[k], prefix + k, where)}, where, prefix)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested mapping as dotted keys: {"mft": {"depth": 2}} -> {"mft.depth": 2}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import RunConfig, load_config, merge, parse_set, read_yaml, resolve_config
 from .errors import ConfigError
+from .settings import flatten
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # what makes two sweeps the same sweep (resources and device may change between restarts)
@@ -151,16 +152,6 @@ def nested(flat: dict) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = v
-    return out
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 

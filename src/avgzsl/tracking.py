@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, did_you_mean
+from .settings import flatten
 
 __all__ = ["Tracker", "TRACKERS", "tracker_names", "make_trackers", "epoch_scalars", "step_scalars",
            "result_scalars"]
@@ -152,7 +153,7 @@ class MLflowTracker(Tracker):
         exp = self.client.get_experiment_by_name("avgzsl")
         exp_id = exp.experiment_id if exp else self.client.create_experiment("avgzsl")
         self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
-        for k, v in _flat(config).items():
+        for k, v in flatten(config).items():
             self.client.log_param(self.run_id, k, str(v)[:500])
 
     def scalars(self, values, step):
@@ -161,16 +162,6 @@ class MLflowTracker(Tracker):
 
     def close(self):
         self.client.set_terminated(self.run_id)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 TRACKERS: dict[str, type[Tracker]] = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker,

@@ -200,6 +200,10 @@ def make_benchmark(features: str | Path | VideoFeatures, classes: str | Path | C
                             f"(e.g. {missing[0]!r})")
         raw = [table[v] for v in feats.names]
     elif isinstance(labels, dict):
+        missing = [v for v in feats.names if v not in labels]
+        if missing:
+            raise DataError(f"labels: no class for {len(missing)} of the {len(feats.names)} video(s) "
+                            f"(e.g. {missing[0]!r})")
         raw = [labels[v] for v in feats.names]
     else:
         raw = labels_from_folders(feats.names)

@@ -113,6 +113,7 @@ def split_own(labels: np.ndarray, class_names: Sequence[str], *, seed: int = 0, 
     labels = np.asarray(labels, np.int64)
     rng = np.random.default_rng(seed)
     used = np.unique(labels)
+    has_videos = set(used.tolist())
     by_key = {class_key(n): i for i, n in enumerate(class_names)}
 
     def named(names, what):
@@ -121,7 +122,7 @@ def split_own(labels: np.ndarray, class_names: Sequence[str], *, seed: int = 0, 
             i = by_key.get(class_key(n))
             if i is None:
                 raise DataError(f"{what}: {n!r} is not one of the classes")
-            if i not in set(used.tolist()):
+            if i not in has_videos:
                 raise DataError(f"{what}: {n!r} has no videos")
             idx.append(i)
         return sorted(set(idx))
@@ -133,7 +134,7 @@ def split_own(labels: np.ndarray, class_names: Sequence[str], *, seed: int = 0, 
         both = sorted(set(u1) & set(u2))
         if both:
             raise DataError(f"{class_names[both[0]]!r} is named both a stage-1 and a stage-2 unseen class")
-        s1 = sorted(set(used.tolist()) - set(u1) - set(u2))
+        s1 = sorted(has_videos - set(u1) - set(u2))
     else:
         n_u2, n_u1 = _count(test_unseen, len(used), "test_unseen"), _count(val_unseen, len(used), "val_unseen")
         order = rng.permutation(used).tolist()
@@ -143,23 +144,27 @@ def split_own(labels: np.ndarray, class_names: Sequence[str], *, seed: int = 0, 
                         f"stage-2 unseen class (3 classes)")
 
     rows: dict[str, list[np.ndarray]] = {s: [] for s in STAGE_FOLDERS if s != "stage_2_train"}
-    for c in s1 + u1 + u2:
-        idx = rng.permutation(np.flatnonzero(labels == c))
+    seen, unseen2 = set(s1), set(u2)
+    order = np.argsort(labels, kind="stable")  # videos grouped by class: one pass instead of one scan per class
+    starts = np.searchsorted(labels[order], np.asarray(s1 + u1 + u2))
+    ends = np.searchsorted(labels[order], np.asarray(s1 + u1 + u2), side="right")
+    for c, a, b in zip(s1 + u1 + u2, starts, ends):
+        idx = rng.permutation(order[a:b])  # the class's rows in index order, as np.flatnonzero gives them
         n = len(idx)
-        if c in u2:
+        if c in unseen2:
             rows["stage_2_test_unseen"].append(idx)
             continue
         n_test = _count(test_seen, n, "test_seen")
-        n_val = _count(val_seen, n, "val_seen") if c in s1 else 0
-        need = 3 if c in s1 else 2
+        n_val = _count(val_seen, n, "val_seen") if c in seen else 0
+        need = 3 if c in seen else 2
         if n < need:
-            role = "seen" if c in s1 else "stage-1 unseen"
+            role = "seen" if c in seen else "stage-1 unseen"
             raise DataError(f"class {class_names[c]!r} has {n} video(s); a {role} class needs at least {need} "
                             f"(train/validation/test parts); add videos or name it an unseen class")
         n_test = min(n_test, n - (need - 1))
-        n_val = min(n_val, n - n_test - 1) if c in s1 else 0
+        n_val = min(n_val, n - n_test - 1) if c in seen else 0
         rows["stage_2_test_seen"].append(idx[:n_test])
-        if c in s1:
+        if c in seen:
             rows["stage_1_val_seen"].append(idx[n_test:n_test + n_val])
             rows["stage_1_train"].append(idx[n_test + n_val:])
         else:
@@ -218,7 +223,8 @@ def make_benchmark(features: str | Path | VideoFeatures, classes: str | Path | C
         raise DataError(f"{len(unknown)} class(es) of the videos have no embedding in {cwhere} (e.g. "
                         f"{unknown[0]!r}); embed every class name (avgzsl embed-classes)")
     y = np.asarray([index[class_key(r)] for r in raw], np.int64)
-    unused = [emb.names[i] for i in range(len(emb.names)) if i not in set(y.tolist())]
+    labelled = set(y.tolist())
+    unused = [emb.names[i] for i in range(len(emb.names)) if i not in labelled]
     if unused:
         log.warning("%d class(es) have no videos and are in no split (e.g. %r)", len(unused), unused[0])
 

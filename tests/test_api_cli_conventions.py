@@ -109,3 +109,17 @@ def test_h5py_is_optional_and_its_absence_is_one_line(tmp_path, monkeypatch):
     assert type(e.value).__name__ == "DataError"
     assert str(e.value) == (f"{tmp_path / 'audio.h5'}: reading .h5 feature files needs h5py: pip install h5py "
                             f"(or the extra: pip install 'avgzsl[h5]')")
+
+
+def test_demo_runs_its_own_budget_and_set_overrides_it(monkeypatch, tmp_path):
+    import avgzsl.cli as cli
+    import avgzsl.data.synthetic as synthetic
+    seen = []
+    monkeypatch.setattr(synthetic, "synthetic_root", lambda *a, **kw: tmp_path)
+    monkeypatch.setattr(cli, "cmd_train", lambda ns: seen.append(ns) or 0)
+    assert cli.main(["demo", "--quiet"]) == 0
+    assert cli.main(["demo", "--quiet", "--set", "n_batches=300", "--set", "epochs=2"]) == 0
+    preset = load_config(seen[0].config)
+    assert load_config(seen[0].config, seen[0].set).n_batches == 200 != preset.n_batches
+    again = load_config(seen[1].config, seen[1].set)
+    assert (again.n_batches, again.epochs) == (300, 2)

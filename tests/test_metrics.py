@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from avgzsl.metrics import (area_under_curve, gzsl_metrics, harmonic_mean, nearest_seen_unseen,
+from avgzsl.metrics import (area_under_curve, curve_summary, gzsl_metrics, harmonic_mean, nearest_seen_unseen,
                             predict_columns)
 
 # candidates: class ids 2 and 5 seen, 7 unseen
@@ -111,3 +111,31 @@ def test_exact_ausuc_upper_bounds_grid_curve():
     # a dense beta grid from "all seen" to "all unseen" traces the same curve
     grid_area = area_under_curve(np.r_[r.unseen, r.unseen[-1]], np.r_[r.seen, 0.0])
     assert r.ausuc == pytest.approx(grid_area, abs=2e-3)
+
+
+def test_curve_summary_by_hand():
+    c = curve_summary(nearest_seen_unseen(DIST, SEEN), LABELS, CLASS_IDS, SEEN)
+    # beta -> -inf: videos 0 and 2 right among seen -> class 2: 1/2, class 5: 1/1
+    assert c["seen_only"] == pytest.approx(0.75)
+    assert c["zsl"] == pytest.approx(metrics([0.0]).zsl) == pytest.approx(1.0)
+    # flips at unseen - seen distance: video 4 at -0.8 (U 0 -> 0.5), videos 0, 2, 3 at 0.5 (S -> 0, U -> 1)
+    assert c["curve"]["unseen"] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    assert c["curve"]["seen"] == pytest.approx([0.75, 0.75, 0.0, 0.0])
+    assert c["ausuc"] == pytest.approx(0.5 * 0.75 + 0.5 * 0.75 / 2)
+    assert c["hm_best"] == pytest.approx(0.6)  # at (U 0.5, S 0.75)
+
+
+def test_curve_summary_subsamples_keeping_both_ends():
+    rng = np.random.default_rng(0)
+    dist = rng.random((500, 6)).astype(np.float32)
+    seen = np.array([True, True, True, False, False, False])
+    labels = rng.integers(0, 6, 500)
+    nearest = nearest_seen_unseen(dist, seen)
+    full = curve_summary(nearest, labels, np.arange(6), seen, max_points=10**6)
+    few = curve_summary(nearest, labels, np.arange(6), seen, max_points=20)
+    assert len(full["curve"]["unseen"]) > 20 and len(few["curve"]["unseen"]) == 20
+    for k in ("unseen", "seen"):
+        assert few["curve"][k][0] == full["curve"][k][0] and few["curve"][k][-1] == full["curve"][k][-1]
+    assert few["ausuc"] == full["ausuc"]
+    with pytest.raises(ValueError):
+        curve_summary(nearest, labels, np.arange(6), np.ones(6, bool))

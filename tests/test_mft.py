@@ -379,3 +379,41 @@ def test_text_branch_shared():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in shared.parameters())
     with pytest.raises(ConfigError):
         model_config("mft", dict(text_branch="both"))
+
+
+@pytest.mark.parametrize("temporal,attention", list(itertools.product([False, True], ["full", "cross"])))
+def test_mode_distances_score_from_one_modality(temporal, attention):
+    model = make_model(temporal, attention=attention).eval()
+    assert model.eval_modes() == ("audio", "video")
+    batch = make_batch(temporal)
+    emb = model.embed_classes(text_and_target()[0])  # (K, E)
+    new_video = replace(batch, video=torch.randn_like(batch.video) * 10)
+    new_audio = replace(batch, audio=torch.randn_like(batch.audio) * 10)
+    with torch.no_grad():
+        d = model.mode_distances(batch, emb)
+        assert d["audio"].shape == d["video"].shape == (B, K)
+        assert torch.equal(d["audio"], model.mode_distances(new_video, emb)["audio"])
+        assert torch.equal(d["video"], model.mode_distances(new_audio, emb)["video"])
+        # controls: each mode reads its own modality, and neither is the both-modality scoring
+        assert not torch.allclose(d["audio"], model.mode_distances(new_audio, emb)["audio"])
+        assert not torch.allclose(d["video"], model.mode_distances(new_video, emb)["video"])
+        assert not torch.allclose(d["audio"], model.distances(batch, emb))
+
+
+def test_mode_padding_equals_leaving_the_tokens_out():
+    """Audio mode: the [CLS] output is that of the sequence [CLS, audio tokens] with no video token at all."""
+    model = make_model(True, attention="full").eval()
+    batch = make_batch(True)
+    with torch.no_grad():
+        tok = model._tokens(batch)
+        keep = tok.segment != VIDEO  # (L,)
+        alone = model.fusion(tok.tokens[:, keep], tok.pad[:, keep], None)[:, 0]  # (B, d)
+        assert torch.allclose(model.fuse(batch, only="audio").tokens[:, 0], alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("over", [dict(attention="none"), dict(modalities="audio"), dict(modalities="video")])
+def test_no_modes_without_attention_or_with_one_modality(over):
+    model = make_model(**over).eval()
+    assert model.eval_modes() == ()
+    with pytest.raises(NotImplementedError):
+        model.mode_distances(make_batch(), model.embed_classes(text_and_target()[0]))

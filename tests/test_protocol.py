@@ -173,3 +173,45 @@ def test_overridden_leakage_is_recorded_in_the_run_folder(tmp_path, tiny_bench):
     # the video is in stage_1_train and, as in the real layout, in stage_2_train too
     assert [m.split(" are ")[0] for m in env["leakage_overridden"]] == [
         "1 video(s) of stage_1_train", "1 video(s) of stage_2_train"]
+
+
+@pytest.mark.parametrize("model,sets", [("avgzslnet", ["avgzslnet.hidden=16", "avgzslnet.dim_out=8"]),
+                                        ("mft", ["mft.d_model=8", "mft.heads=2", "mft.depth=1", "mft.hidden=16",
+                                                 "mft.dim_out=8"])])
+def test_modality_breakdown_scores_the_final_model_from_each_modality(tmp_path, tiny_bench, model, sets):
+    from avgzsl.checkpoint import load_model
+    from avgzsl.metrics import ausuc_exact, nearest_seen_unseen
+
+    out = tmp_path / model
+    cfg = load_config(None, ["epochs=2", "n_batches=3", "bs=8", "lr=1e-3", f"model={model}", *sets])
+    r = protocol.run_protocol(cfg, tiny_bench, out)
+    modes = r["modalities"]
+    assert set(modes) == {"both", "audio", "video"}
+    assert modes["both"]["zsl"] == pytest.approx(r["test"]["zsl"])
+    assert modes["both"]["ausuc"] == pytest.approx(r["test"]["ausuc"])
+    assert json.loads((out / "results.json").read_text())["modalities"] == json.loads(json.dumps(modes))
+    # re-derived here: each test video, one at a time, scored by the stored model from one modality
+    net, _ = load_model(out / "checkpoints" / "stage2_final.pt")
+    test = protocol.EvalSet.build(tiny_bench.splits["stage_2_test_seen"], tiny_bench.splits["stage_2_test_unseen"],
+                                  "cpu")
+    text = torch.from_numpy(tiny_bench.text)
+    emb = net.embed_classes(text[torch.as_tensor(test.class_ids)])
+    labels = test.data.labels.numpy()
+    for m in ("audio", "video"):
+        with torch.no_grad():
+            dist = np.concatenate([net.mode_distances(test.data.take(torch.tensor([i])), emb)[m].numpy()
+                                   for i in range(len(labels))])  # (N, C)
+        label_cols = np.searchsorted(test.class_ids, labels)
+        right = np.flatnonzero(test.seen_mask)[dist[:, test.seen_mask].argmin(1)] == label_cols
+        per_class = [right[(label_cols == c)].mean() for c in np.flatnonzero(test.seen_mask)]
+        assert modes[m]["seen_only"] == pytest.approx(np.mean(per_class))
+        right_u = np.flatnonzero(~test.seen_mask)[dist[:, ~test.seen_mask].argmin(1)] == label_cols
+        assert modes[m]["zsl"] == pytest.approx(np.mean([right_u[label_cols == c].mean()
+                                                         for c in np.flatnonzero(~test.seen_mask)]))
+        assert modes[m]["ausuc"] == pytest.approx(ausuc_exact(nearest_seen_unseen(dist, test.seen_mask), label_cols,
+                                                              test.seen_mask), abs=1e-6)
+    assert modes["audio"] != modes["video"]
+
+
+def test_no_modality_breakdown_for_a_model_without_single_modality_scoring(tiny_bench):
+    assert "modalities" not in protocol.run_protocol(load_config(None, ["epochs=1", "n_batches=2", "bs=8"]), tiny_bench)

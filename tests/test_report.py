@@ -240,3 +240,70 @@ def test_confusion_matrix_counts_each_video_once_in_seen_then_unseen_order():
         explicit[t, p] += 1
     assert np.array_equal(m, explicit) and m.sum() == 40
     assert class_order(an).tolist() == [1, 2, 4, 3, 0]  # seen B, c, D; then unseen a, e
+
+
+def test_modality_breakdown_section_for_a_model_with_single_modality_scoring(tmp_path, runs, report):
+    _, clipclap_html = report  # ClipClap scores with both modalities only: a note, no figure
+    assert "No modality breakdown" in clipclap_html and not (runs[0] / "report" / "modalities.png").exists()
+    out = tmp_path / "avgzslnet"
+    run_protocol(load_config(None, ["epochs=2", "n_batches=4", "bs=16", "model=avgzslnet", "avgzslnet.hidden=16",
+                                    "avgzslnet.dim_out=8"]), tiny_benchmark(), out)
+    html = write_report(out).read_text()
+    modes = json.loads((out / "results.json").read_text())["modalities"]
+    table = html.split('id="modality-table"')[1].split("</table>")[0]
+    for name in ("both", "audio", "video"):
+        row = table.split(f"<td>{name}</td>")[1].split("</tr>")[0]
+        cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+        assert cells == [f"{100 * modes[name][k]:.2f}" for k in ("seen_only", "zsl", "ausuc", "hm_best")]
+    data = (out / "report" / "modalities.png").read_bytes()
+    assert data[:8] == PNG_MAGIC and base64.b64encode(data).decode() in html
+
+
+def test_embedding_map_labels_do_not_overlap_in_a_crowd():
+    from avgzsl.reports.class_plots import place_labels, text_box
+    from avgzsl.reports.plots import new_figure
+
+    rng = np.random.default_rng(0)
+    fig = new_figure(9.0, 7.6)
+    ax = fig.subplots()
+    pts = rng.normal(scale=0.05, size=(14, 2))  # a tight crowd in the middle of a wide, empty axes
+    ax.scatter(pts[:, 0], pts[:, 1])
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    texts = place_labels(ax, pts, [f"a long class name {i}" for i in range(len(pts))], obstacles=pts)
+    renderer = fig.canvas.get_renderer()
+    boxes = [text_box(t, renderer) for t in texts]
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    pairs = [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
+    assert pairs == []
+    # control: the fixed offset every label had before overlaps in the same crowd
+    fixed = [text_box(ax.annotate("a long class name", tuple(p), textcoords="offset points", xytext=(6, 5)),
+                      renderer) for p in pts]
+    assert any(fixed[i].overlaps(fixed[j]) for i in range(len(fixed)) for j in range(i))
+
+
+def test_class_accuracy_bars_are_equally_thick_in_both_panels(tmp_path, monkeypatch):
+    from matplotlib.patches import Rectangle
+
+    from avgzsl.reports import class_plots
+
+    figs = []
+
+    def capture(fig, path):  # keep the figure instead of saving it
+        fig.canvas.draw()
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(class_plots, "save_figure", capture)
+    acc = np.r_[np.linspace(0, 1, 30), [0.9, 0.2, 0.5]]  # 30 seen classes, 3 unseen
+    seen = np.r_[np.ones(30, bool), np.zeros(3, bool)]
+    class_plots.plot_class_accuracy([f"class {i}" for i in range(33)], acc, seen, 0.5, tmp_path / "x.png")
+    (fig,) = figs
+    thick = [np.median([p.get_window_extent().height for p in ax.patches if isinstance(p, Rectangle)])
+             for ax in fig.axes]
+    assert len(thick) == 2 and thick[1] == pytest.approx(thick[0], rel=0.02)  # 3 bars as thick as 30
+    unseen = fig.axes[1]
+    top_down = [t.get_text() for t in sorted(unseen.get_yticklabels(), key=lambda t: -t.get_position()[1])]
+    assert top_down == ["class 31", "class 32", "class 30"]  # lowest accuracy at the top
+    assert min(t.get_position()[1] for t in unseen.get_yticklabels()) == 27  # from the top of 30 slots

@@ -157,6 +157,13 @@ def test_audio_only_and_video_only_accuracy_differ_by_class(data):
     assert sum(dominance(data("linear"))) < (audio_dom + video_dom) / 2
 
 
+def test_reliability_bias_leans_the_dataset_to_one_modality(data):
+    video_lean, audio_lean = dominance(data("v2", knobs=dict(reliability_bias=1.5))), \
+        dominance(data("v2", knobs=dict(reliability_bias=-1.5)))
+    assert video_lean[1] >= 3 * max(video_lean[0], 1)  # (audio-dominant, video-dominant) of 30 seen classes
+    assert audio_lean[0] >= 3 * max(audio_lean[1], 1)
+
+
 def zero_shot(bench) -> tuple[float, float]:
     """(seen accuracy of nearest class mean fit on stage_1_train, among the seen classes, on their other
     videos; zero-shot accuracy on stage_1_val_unseen among the val-unseen classes with text-predicted means)."""

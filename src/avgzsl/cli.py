@@ -181,6 +181,11 @@ def _eval(args) -> int:
     return 0
 
 
+# The demo's own budget (our choice): two thirds of the preset's batches per epoch, so that the demo ends
+# within 5 minutes on a 2-core CPU; `--set n_batches=300` gives the preset's budget back.
+DEMO_SETTINGS = ["n_batches=200"]
+
+
 def cmd_demo(args) -> int:
     from .config import PRESET_DIR
     from .data.cache import default_cache
@@ -188,7 +193,7 @@ def cmd_demo(args) -> int:
     data = synthetic_root("ucf", 1.0, 0, out=args.data_dir or default_cache() / "demo" / "ucf-like-v2-seed0",
                           progress=not args.quiet)
     config = args.config or ("mft_ucf" if (PRESET_DIR / "mft_ucf.yaml").exists() else "clipclap_ucf")
-    ns = argparse.Namespace(data=str(data), config=config, set=args.set, device=args.device,
+    ns = argparse.Namespace(data=str(data), config=config, set=DEMO_SETTINGS + list(args.set or []), device=args.device,
                             out=args.out, quiet=args.quiet, resume=None, no_cache=False)
     t = time.perf_counter()
     code = cmd_train(ns)
@@ -220,12 +225,16 @@ def _csv(text: str, cast=str) -> list:
 def cmd_reproduce(args) -> int:
     from .executors import make_runner
     from .reproduce import reproduce
+    from .threads import local_jobs
+    jobs, per_run = local_jobs(args.jobs, args.device, n_runs=10**6, threads=args.threads) \
+        if args.executor == "local" else (1, None)
     reproduce(datasets=_csv(args.datasets), tables=_csv(args.tables, int), seeds=_csv(args.seeds, int),
               out=Path(args.out), data_root=Path(args.data_root) if args.data_root else None, device=args.device,
               dry_run=args.dry_run, probe=not args.no_probe, synthetic_scale=args.synthetic_scale,
               executor=args.executor,
-              extra_sets=tuple(args.set), progress=not args.quiet,
-              runner=make_runner(args.executor, args.ray_address, args.gpus_per_run, progress=not args.quiet))
+              extra_sets=tuple(args.set), progress=not args.quiet, jobs=jobs, threads_per_run=per_run,
+              runner=make_runner(args.executor, args.ray_address, args.gpus_per_run, progress=not args.quiet,
+                                 jobs=jobs, threads=per_run))
     return 0
 
 
@@ -331,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("--logger", help="experiment trackers: auto (default: tensorboard if installed) | none | "
                                         "tensorboard,wandb,mlflow (as --set logger=...)")
+        threads_arg(q)
+
+    def threads_arg(q):
+        q.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: OMP_NUM_THREADS if set, "
+                                                                "else the cores this process may use)")
 
     q = sub.add_parser("models", help="list registered models")
     q.set_defaults(fn=cmd_models)
@@ -371,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("--data", help="dataset root (default: the one the run recorded)")
     q.add_argument("--device", default="cpu")
+    threads_arg(q)
     q.set_defaults(fn=cmd_eval)
 
     q = sub.add_parser("report", help="write report.html (and PNGs) for a run folder")
@@ -403,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a running Ray cluster (auto | HOST:6379 | ray://HOST:10001); default: Ray on this machine")
     q.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
                    help="GPUs reserved per Ray task (0.5: two runs share a GPU); needs --device cuda")
+    q.add_argument("--jobs", default="auto", metavar="J",
+                   help="local executor: runs at once, in worker processes (default auto: on a CPU one per core "
+                        "at 1 thread each, on a GPU 1; docs/scaling.md)")
+    threads_arg(q)
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(fn=cmd_reproduce)
 
@@ -468,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--templates", help="prompt templates when --classes is a names file")
     q.add_argument("--out", help="FILE.csv or FILE.json")
     weight_args(q)
+    threads_arg(q)
     q.set_defaults(fn=cmd_predict)
 
     q = sub.add_parser("import-checkpoint", help="a published model's checkpoint as a run folder for eval/predict")
@@ -492,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no Tune progress table")
     q.set_defaults(fn=cmd_sweep)
 
-    q = sub.add_parser("demo", help="synthetic UCF-like data, then the full protocol with the MFT preset")
+    q = sub.add_parser("demo", help="synthetic UCF-like data, then the full protocol with the MFT preset "
+                       "(at 200 batches per epoch: DEMO_SETTINGS)")
     q.add_argument("--data-dir", help="where to write the synthetic data (default: the avgzsl cache)")
     common_run(q)
     q.set_defaults(fn=cmd_demo, config=None)
@@ -512,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("avgzsl").setLevel(logging.INFO)
     try:
+        if hasattr(args, "threads"):  # the commands that train or evaluate
+            from .threads import set_threads
+            set_threads(args.threads)
         return args.fn(args) or 0
     except AvgzslError as e:
         if args.debug:

@@ -1,4 +1,5 @@
-"""Where the runs of `avgzsl reproduce` execute: in this process one after another, or as Ray tasks.
+"""Where the runs of `avgzsl reproduce` execute: on this machine (one after another, or several at once in
+worker processes), or as Ray tasks.
 
 A runner is `runner(todo: list[Experiment], device: str) -> list[(Experiment, error_line)]`: it runs every
 experiment with `avgzsl.reproduce.run_experiment` (the same protocol function as `avgzsl train`, writing the
@@ -20,6 +21,7 @@ import torch
 
 from .errors import AvgzslError
 from .reproduce import run_experiment
+from .threads import set_threads
 
 log = logging.getLogger("avgzsl.executors")
 
@@ -106,14 +108,57 @@ def init_ray(address: str | None = None, what: str = "--executor ray") -> bool:
 
 # ---- sequential --------------------------------------------------------------------------------
 
-class LocalRunner:
-    """The runs one after another in this process (torch uses every core for each). Retries a failure once."""
+def _local_worker_init(threads: int, parent: int) -> None:
+    """A local worker: its torch threads, and it dies with the process that started it (a `kill -9` of
+    `avgzsl reproduce` must not leave runs going on, holding their run folders' locks)."""
+    set_threads(threads)
+    try:  # Linux: the kernel kills us the moment the parent dies
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # elsewhere: watch for it
+        import threading
 
-    def __init__(self, progress: bool = True, fn: Callable | None = None):
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.2)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _local_task(fn, exp, device: str) -> dict:
+    """Body of one run in a local worker process; retried once there, avgzsl errors returned as values."""
+    t = time.perf_counter()
+    for attempt in (1, 2):
+        try:
+            (fn or run_experiment)(exp, device, False)
+            return {"ok": True, "seconds": time.perf_counter() - t}
+        except AvgzslError as e:
+            return {"ok": False, "fatal": True, "error": f"{type(e).__name__}: {e}"}
+        except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
+            if attempt == 2:
+                return {"ok": False, "fatal": False, "error": f"{type(err).__name__}: {err}"}
+            log.warning("%s failed (%s: %s); retrying once", exp.out, type(err).__name__, err)
+    raise AssertionError("unreachable")
+
+
+class LocalRunner:
+    """The runs on this machine, retrying a failure once: with jobs = 1 one after another in this process
+    (at the process's torch threads), with jobs > 1 that many at once in worker processes (spawned, so no
+    forked torch state), `threads` torch threads each (threads.py says why one each is the CPU default)."""
+
+    def __init__(self, progress: bool = True, fn: Callable | None = None, jobs: int = 1, threads: int | None = None):
         self.progress = progress
         self.fn = fn
+        self.jobs, self.threads = jobs, threads
 
     def __call__(self, todo, device: str) -> list[tuple[object, str]]:
+        if self.jobs > 1 and len(todo) > 1:
+            return self._parallel(todo, device, self.threads or 1)
+        if self.threads is not None:
+            set_threads(self.threads)
         fn = self.fn or run_experiment
         failures = []
         for i, e in enumerate(todo, 1):
@@ -130,6 +175,45 @@ class LocalRunner:
                     else:
                         log.error("%s failed again: %s", e.out, err)
                         failures.append((e, f"{type(err).__name__}: {err}"))
+        return failures
+
+
+    def _parallel(self, todo, device: str, threads: int) -> list[tuple[object, str]]:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        jobs = min(self.jobs, len(todo))
+        print(f"{len(todo)} runs, {jobs} at a time ({threads} torch thread{'s' * (threads > 1)} each)", flush=True)
+        failures, fatal = [], None
+        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_local_worker_init,
+                                   initargs=(threads, os.getpid()))
+        try:
+            futures = {pool.submit(_local_task, self.fn, e, device): e for e in todo}
+            for n, fut in enumerate(as_completed(futures), 1):
+                e = futures[fut]
+                try:
+                    out = fut.result()
+                except BrokenProcessPool as err:  # a worker died (killed, out of memory)
+                    out = {"ok": False, "fatal": False, "error": f"worker process died: {err}"}
+                label = f"[{n}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}"
+                if out["ok"]:
+                    print(f"{label}  done in {out['seconds']:.0f}s", flush=True)
+                    continue
+                print(f"{label}  FAILED: {out['error']}", flush=True)
+                log.error("%s failed: %s", e.out, out["error"])
+                if out["fatal"] and fatal is None:  # bad data or config: every run would fail the same way
+                    fatal = out["error"]
+                    for f in futures:
+                        f.cancel()
+                failures.append((e, out["error"]))
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if fatal is not None:
+            raise AvgzslError(fatal)
         return failures
 
 
@@ -207,14 +291,15 @@ class RayRunner:
 
 
 def make_runner(executor: str = "local", ray_address: str | None = None, gpus_per_run: float = 0.0,
-                cpus_per_run: float = 1.0, progress: bool = True):
-    """The runner for `reproduce(..., runner=...)`: `local` (sequential) or `ray`."""
+                cpus_per_run: float = 1.0, progress: bool = True, jobs: int = 1, threads: int | None = None):
+    """The runner for `reproduce(..., runner=...)`: `local` (`jobs` runs at once, `threads` each:
+    threads.local_jobs picks them) or `ray`."""
     if executor == "local":
         if ray_address:
             raise AvgzslError("--ray-address needs --executor ray")
         if gpus_per_run:
             raise AvgzslError("--gpus-per-run needs --executor ray")
-        return LocalRunner(progress=progress)
+        return LocalRunner(progress=progress, jobs=jobs, threads=threads)
     if executor == "ray":
         require_ray()
         return RayRunner(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)

@@ -222,3 +222,23 @@ def ausuc_exact(nearest: Nearest, label_cols: np.ndarray, seen_mask: np.ndarray)
         return 0.0
     U, S = seen_unseen_curve(nearest, label_cols, seen_mask)
     return float(np.sum(np.diff(U) * (S[1:] + S[:-1]) / 2))
+
+
+def curve_summary(nearest: Nearest, labels: np.ndarray, class_ids: np.ndarray, seen_mask: np.ndarray,
+                  max_points: int = 200) -> dict:
+    """β-free summary of one seen-unseen curve (the report's modality breakdown compares scorings whose
+    distance scales differ, so one β means nothing across them; these numbers need no β).
+
+    seen_only: S at β → −∞ (seen videos among seen candidates only); zsl: U at β → +∞ (= the ZSL
+    accuracy); ausuc: the exact area; hm_best: the largest HM on the curve, an oracle (its β is
+    chosen on this very set: a diagnostic, never a result); curve: at most `max_points` (U, S) points,
+    both ends kept."""
+    class_ids, seen_mask = np.asarray(class_ids), np.asarray(seen_mask, dtype=bool)
+    if seen_mask.all() or (~seen_mask).all():
+        raise ValueError("curve_summary needs seen and unseen candidates")
+    label_cols = np.searchsorted(class_ids, labels)
+    U, S = seen_unseen_curve(nearest, label_cols, seen_mask)
+    keep = np.unique(np.linspace(0, len(U) - 1, min(max_points, len(U))).round().astype(np.int64))
+    return {"seen_only": float(S[0]), "zsl": float(U[-1]), "ausuc": ausuc_exact(nearest, label_cols, seen_mask),
+            "hm_best": float(np.max(harmonic_mean(S, U))),
+            "curve": {"unseen": U[keep].tolist(), "seen": S[keep].tolist()}}

@@ -33,7 +33,7 @@ from .data.sampler import ClassBalancedSampler
 from .data.types import Benchmark, Split
 from .errors import AvgzslError, ConfigError, DataError, LeakageError
 from .leakage import check_leakage
-from .metrics import GZSLResult, gzsl_metrics
+from .metrics import GZSLResult, Nearest, curve_summary, gzsl_metrics
 from .models import build_model, get_model_class
 from .runfolder import RunFolder
 from .runlock import run_lock
@@ -105,6 +105,22 @@ def _diverged(e: NonFiniteLoss, lr: float, run, stage: int, epoch: int) -> Avgzs
 def _curve(res: GZSLResult) -> dict:
     return {"beta": res.betas.tolist(), "seen": res.seen.tolist(), "unseen": res.unseen.tolist(),
             "hm": res.hm.tolist()}
+
+
+def modality_breakdown(model, test: EvalSet, text: torch.Tensor, labels: np.ndarray, nearest: Nearest,
+                       eval_bs: int) -> dict | None:
+    """{"both" | "audio" | "video": curve_summary} on the test set for a model with single-modality
+    scorings (`eval_modes`); None for the others. A diagnostic for the report: β-free numbers only,
+    nothing here feeds a selection."""
+    modes = model.eval_modes()
+    if not modes or test.seen_mask.all() or (~test.seen_mask).all():
+        return None
+    out = {"both": curve_summary(nearest, labels, test.class_ids, test.seen_mask)}
+    for m in modes:
+        near_m = nearest_classes(model, test.data, text, test.class_ids, test.seen_mask, eval_bs,
+                                 distance_fn=lambda b, e, m=m: model.mode_distances(b, e)[m])[0]
+        out[m] = curve_summary(near_m, labels, test.class_ids, test.seen_mask)
+    return out
 
 
 def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.ndarray, epochs: int, done: int,
@@ -255,7 +271,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
         # strict: ties keep the first epoch (reference best_epoch_rule: a best HM of 0 is always replaced)
         if best_epoch_update(st1["best_hm"], summ["hm"], "best_epoch_rule" in behaviours):
             st1.update(best_epoch=epoch, best_hm=summ["hm"], best=summ, curve=_curve(res))
-            if "mode_betas" in behaviours and hasattr(model, "mode_distances"):
+            if "mode_betas" in behaviours and model.reference_mode_betas:
                 st1["mode_betas"] = [validate(model, betas, lambda b, e, m=m: model.mode_distances(b, e)[m]).beta
                                      for m in ("audio", "video")] + [summ["beta"]]
             if run is not None:
@@ -319,6 +335,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     labels = test.data.labels.cpu().numpy()
     res = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, np.array([best_beta]), arithmetic)
     grid = gzsl_metrics(nearest, labels, test.class_ids, test.seen_mask, betas, arithmetic)  # for plots only
+    modalities = modality_breakdown(model, test, text, labels, nearest, cfg.eval_bs)
     timings["test_s"] = time.perf_counter() - t0
     results = {
         "test": res.summary(),
@@ -336,6 +353,8 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
         "val_mode_betas": mode_betas,  # reference mode_betas: [audio, video, both] validation betas
         "curves": {"val": st1["curve"], "test_grid": _curve(grid)},
     }
+    if modalities:
+        results["modalities"] = modalities
     log.info("test  S %.2f  U %.2f  HM %.2f  ZSL %.2f  (beta %.3f from validation)", 100 * res.summary()["seen"],
              100 * res.summary()["unseen"], 100 * res.summary()["hm"], 100 * res.summary()["zsl"], best_beta)
     if run is not None:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .config import load_config, resolve_config
 from .classtext import load_run_benchmark
 from .data.cache import default_cache
@@ -25,6 +27,7 @@ from .reports.report import report_finished_run
 from .reports.tables import write_tables
 from .runfolder import FINISHED, FRESH, RESUMABLE, RunFolder
 from .runlock import run_lock
+from .threads import set_threads
 
 log = logging.getLogger("avgzsl.reproduce")
 
@@ -196,7 +199,10 @@ def real_roots(data_root: Path, datasets: list[str]) -> dict[str, Path]:
 def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Path, data_root: Path | None = None,
               device: str = "cpu", dry_run: bool = False, synthetic_scale: float = 1.0, cache: Path | None = None,
               executor: str = "local", extra_sets: tuple[str, ...] = (), progress: bool = True,
-              runner=None, probe: bool = True) -> dict:
+              runner=None, probe: bool = True, jobs: int = 1, threads_per_run: int | None = None) -> dict:
+    """Plan, run (with `runner`) and tabulate the paper's tables. jobs / threads_per_run: how the local
+    executor will run them (threads.local_jobs), for the dry run's estimate: each probe then trains at
+    threads_per_run threads and the wall time is the runs' total over jobs."""
     out = Path(out)
     synthetic = data_root is None
     for ds in datasets:
@@ -212,15 +218,25 @@ def reproduce(datasets: list[str], tables: list[int], seeds: list[int], out: Pat
         total = 0.0
         lines = []
         rates: dict | None = {} if probe else None  # one probe per (dataset, variant), shared by its seeds
-        for e in exps:
-            sec, source = (0.0, "") if e.done else estimate_seconds(e, probe=rates, device=device, cache=cache)
-            total += sec
-            lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
-                         + (f"~{sec / 60:.1f} min ({source})  " if not e.done else "")
-                         + f"--config {e.preset} " + " ".join(f"--set {s}" for s in e.sets()))
+        before = torch.get_num_threads()
+        if threads_per_run:
+            set_threads(threads_per_run)  # probe as the runs will train
+        try:
+            for e in exps:
+                sec, source = (0.0, "") if e.done else estimate_seconds(e, probe=rates, device=device, cache=cache)
+                total += sec
+                lines.append(f"{'done' if e.done else 'todo'}  {e.dataset:12s} {e.variant.key:20s} seed {e.seed}  "
+                             + (f"~{sec / 60:.1f} min ({source})  " if not e.done else "")
+                             + f"--config {e.preset} " + " ".join(f"--set {s}" for s in e.sets()))
+        finally:
+            set_threads(before)
+        todo_n = sum(not e.done for e in exps)
+        at_once = max(1, min(jobs, todo_n))
         print("\n".join(lines))
-        print(f"{len(exps)} runs, {sum(not e.done for e in exps)} to do, about {total / 60:.0f} min on this machine")
-        return {"runs": len(exps), "estimated_s": total}
+        print(f"{len(exps)} runs, {todo_n} to do, about {total / 60:.0f} min of runs"
+              + (f", {at_once} at a time: about {total / at_once / 60:.0f} min wall" if at_once > 1 else "")
+              + " on this machine")
+        return {"runs": len(exps), "estimated_s": total / at_once, "run_s": total, "jobs": at_once}
     # the output root's lock: a second reproduce into the same OUT stops at once (each run folder is
     # locked as well, by run_experiment); its own temporaries only, the run folders clean themselves
     with run_lock(out, clean_tree=False):

@@ -20,7 +20,8 @@ Global parameters (rng = default_rng([seed, 0])), d = d_latent:
 * Modes. Class c has `modes` offsets o_ck ~ mode_spread * N(0, I), centred over k (rescaled to keep
   their scale) so that they average to the class centre (modes = 1: none); shared by audio and video; a
   video picks one uniformly. In a low-dimensional latent such a class is not linearly separable from the others.
-* Reliability. theta_c = pi/4 * (1 + tanh(reliability_spread * n_c)), n_c ~ N(0, 1); the class-dependent
+* Reliability. theta_c = pi/4 * (1 + tanh(reliability_spread * n_c + reliability_bias)), n_c ~ N(0, 1)
+  (bias > 0: the dataset leans to video, < 0: to audio, 0: neither); the class-dependent
   part of the latent is scaled by r_ac = sqrt(2) cos(theta_c) in audio and r_vc = sqrt(2) sin(theta_c) in
   video (r_a^2 + r_v^2 = 2): theta near 0 = audio-dominant, near pi/2 = video-dominant, pi/4 = both
   modalities carry half. Noise scale sigma_c = intra * exp(noise_spread * n'_c), n'_c ~ N(0, 1).
@@ -90,6 +91,7 @@ class SynthKnobs:
     hidden: int = 32  # hidden width of each modality's random 2-layer MLP
     nonlinearity: float = 2.0  # g: tanh gain of the MLPs (0 = linear maps)
     reliability_spread: float = 1.0  # spread of the per-class audio-vs-video dominance (0: equal)
+    reliability_bias: float = 0.0  # the dataset's lean: > 0 most classes video-dominant, < 0 audio-dominant
     missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
     modes: int = 3  # modes (sub-clusters) per class; a video picks one
     mode_spread: float = 0.8  # mode offsets' scale per latent coordinate (class centres: ~1)
@@ -102,6 +104,7 @@ class SynthKnobs:
     t_max: int = 10  # temporal: most steps per video and modality
 
 
+_SIGNED = {"reliability_bias"}  # the float knobs that may be negative
 _INTS = {"d_latent": 1, "n_topics": 1, "hidden": 1, "modes": 1, "t_min": 1, "t_max": 1}  # name -> minimum
 
 
@@ -153,8 +156,10 @@ def resolve_knobs(knobs: SynthKnobs | dict | None, like: str | None = None) -> S
                 raise DataError(f"synthetic knob {f.name} must be an integer >= {_INTS[f.name]}, got {v!r}")
             clean[f.name] = int(x)
         else:
-            if isinstance(v, bool) or not (np.isfinite(x) and x >= 0):
-                raise DataError(f"synthetic knob {f.name} must be a finite number >= 0, got {v!r}")
+            signed = f.name in _SIGNED
+            if isinstance(v, bool) or not (np.isfinite(x) and (signed or x >= 0)):
+                raise DataError(f"synthetic knob {f.name} must be a finite number{'' if signed else ' >= 0'}, "
+                                f"got {v!r}")
             clean[f.name] = x
     bad = [n for n in ("class_specific", "missing_frac") if clean[n] > 1]
     if bad:
@@ -210,7 +215,7 @@ def latent_params(seed: int, plan: dict, fs: dict, knobs: SynthKnobs) -> dict:
         descriptions[part] = _unit(text[part] + sum(descs)).astype(np.float32)  # mean direction of name + descs
     unseen = np.ones(n, bool)
     unseen[plan["s1"]] = False  # the stage-1 seen classes keep their centres
-    theta = np.pi / 4 * (1 + np.tanh(k.reliability_spread * rng.standard_normal(n)))
+    theta = np.pi / 4 * (1 + np.tanh(k.reliability_spread * rng.standard_normal(n) + k.reliability_bias))
     rel = {"audio": np.sqrt(2) * np.cos(theta), "video": np.sqrt(2) * np.sin(theta)}
     sigma = k.intra * np.exp(k.noise_spread * rng.standard_normal(n))
     modes = k.mode_spread * rng.standard_normal((n, k.modes, d))

@@ -78,6 +78,7 @@ class AVGZSLNetConfig:
 class AVGZSLNet(GZSLModel):
     Config = AVGZSLNetConfig
     reference_code = "avca-gzsl"
+    reference_mode_betas = True
 
     def __init__(self, cfg: AVGZSLNetConfig, dims: FeatureDims):
         super().__init__(cfg, dims)
@@ -102,6 +103,9 @@ class AVGZSLNet(GZSLModel):
     def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
         a, v = self.embed_modalities(batch)
         return torch.cdist(a, class_emb) + torch.cdist(v, class_emb)  # (B, C) audio + video distance
+
+    def eval_modes(self) -> tuple[str, ...]:
+        return ("audio", "video")
 
     def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, C) distances of the reference's audio-only and video-only evaluation modes (AVCA-GZSL

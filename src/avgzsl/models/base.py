@@ -41,6 +41,9 @@ class GZSLModel(nn.Module):
     # the method is defined on class texts made from class descriptions (KDA): the protocol refuses a
     # benchmark whose text was not (Benchmark.text_from_descriptions, classtext.py)
     needs_descriptions: ClassVar[bool] = False
+    # the reference evaluates the model in audio-, video- and both-modes and its test beta averages the
+    # three validation betas (reference behaviour `mode_betas`: AVGZSLNet, CJME in AVCA-GZSL)
+    reference_mode_betas: ClassVar[bool] = False
 
     def __init__(self, cfg, dims: FeatureDims):
         super().__init__()
@@ -68,3 +71,12 @@ class GZSLModel(nn.Module):
     def distances(self, batch: Batch, class_emb: torch.Tensor) -> torch.Tensor:
         """(B, C) distances, smaller = more likely. class_emb comes from `embed_classes`."""
         return torch.cdist(self.embed_videos(batch), class_emb)
+
+    def eval_modes(self) -> tuple[str, ...]:
+        """The single-modality scorings `mode_distances` returns (the report's modality breakdown);
+        () for a model that only scores with both modalities."""
+        return ()
+
+    def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{mode: (B, C) distances} for each of `eval_modes()`: the video scored from one modality."""
+        raise NotImplementedError(f"{self.name} has no single-modality evaluation")

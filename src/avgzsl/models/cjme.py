@@ -85,6 +85,7 @@ class CJMEConfig:
 class CJME(GZSLModel):
     Config = CJMEConfig
     reference_code = "avca-gzsl"
+    reference_mode_betas = True
 
     def __init__(self, cfg: CJMEConfig, dims: FeatureDims):
         super().__init__(cfg, dims)
@@ -128,6 +129,9 @@ class CJME(GZSLModel):
         w = self.modality_weights(batch)  # (B, 2)
         # (B, 1) * (B, C): per-video weights of the audio and the video distance
         return w[:, :1] * torch.cdist(a, class_emb) + w[:, 1:] * torch.cdist(v, class_emb)
+
+    def eval_modes(self) -> tuple[str, ...]:
+        return ("audio", "video")
 
     def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, C) distances of the reference's single-modality evaluation modes (src/utils.py:evaluate_dataset

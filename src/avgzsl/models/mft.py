@@ -310,9 +310,9 @@ class MFT(GZSLModel):
             times = torch.arange(x.shape[1], device=x.device, dtype=torch.float32).expand(x.shape[:2])
         return x, mask.bool(), times
 
-    def _tokens(self, batch: Batch) -> Fused:
+    def _tokens(self, batch: Batch, only: str | None = None) -> Fused:
         """The fusion's INPUT: [CLS, audio tokens, video tokens] (B, L, d), each plus its modality (and
-        time) embedding, with the padding mask and segment ids."""
+        time) embedding, with the padding mask and segment ids (only: pad out the other modality)."""
         cfg = self.cfg
         B = len(batch)
         tokens = [self.cls_token.expand(B, 1, -1)]  # (B, 1, d)
@@ -330,7 +330,7 @@ class MFT(GZSLModel):
                 t = t + sinusoidal_time_embedding(times, cfg.d_model, cfg.time_min_period,
                                                   cfg.time_max_period)  # (B, T, d)
             tokens.append(t + self.modality_emb[m])  # (B, T, d)
-            pads.append(~mask)  # (B, T)
+            pads.append(~mask if only in (None, m) else torch.ones_like(mask))  # (B, T)
             segments += [seg] * t.shape[1]
         x = torch.cat(tokens, dim=1)  # (B, L = 1 + Ta + Tv, d)
         pad = torch.cat(pads, dim=1)  # (B, L)
@@ -338,11 +338,12 @@ class MFT(GZSLModel):
 
     # --- fusion ---
 
-    def fuse(self, batch: Batch, cls_only: bool = False) -> Fused:
+    def fuse(self, batch: Batch, cls_only: bool = False, only: str | None = None) -> Fused:
         """The fusion's outputs: token 0 (the [CLS] token) is the video representation fed to O_proj.
 
         cls_only: return only token 0 (B, 1, d), skipping the last block's work on the other tokens
-        (same values; what `embed_videos` uses). The default returns every token, for inspection."""
+        (same values; what `embed_videos` uses). The default returns every token, for inspection. only:
+        one modality's tokens, the other's padded out (attention full | cross)."""
         if self.cfg.attention == "none":
             parts = []
             for m in self.cfg.used_modalities:  # temporal: masked mean over real steps, no embeddings
@@ -351,7 +352,7 @@ class MFT(GZSLModel):
             out = self.fusion(parts).unsqueeze(1)  # (B, 1, d)
             pad = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)  # (B, 1)
             return Fused(out, pad, torch.tensor([CLS], device=out.device))
-        tok = self._tokens(batch)
+        tok = self._tokens(batch, only)
         attn_mask = cross_modal_mask(tok.segment) if self.cfg.attention == "cross" else None
         out = self.fusion(tok.tokens, tok.pad, attn_mask, cls_only=cls_only)  # (B, L|1, d)
         if cls_only:
@@ -362,6 +363,17 @@ class MFT(GZSLModel):
 
     def embed_videos(self, batch: Batch) -> torch.Tensor:
         return self.O_proj(self.fuse(batch, cls_only=True).tokens[:, 0])  # (B, d) -> (B, E)
+
+    def eval_modes(self) -> tuple[str, ...]:
+        # [CLS] reads a variable token set, so one modality can be left out; ConcatFusion has a fixed input
+        return ("audio", "video") if len(self.cfg.used_modalities) == 2 and self.cfg.attention != "none" else ()
+
+    def mode_distances(self, batch: Batch, class_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C) distances, the other modality padded out of the fusion (our test-time ablation)."""
+        if not self.eval_modes():
+            raise NotImplementedError("mft: single-modality evaluation needs attention full | cross, both modalities")
+        return {m: torch.cdist(self.O_proj(self.fuse(batch, cls_only=True, only=m).tokens[:, 0]), class_emb)
+                for m in self.eval_modes()}  # (B, C) each
 
     def embed_classes(self, text: torch.Tensor) -> torch.Tensor:
         return self.W_proj(self.W_enc(text[:, self.text_cols].float()))  # (C, Dt_part) -> (C, E)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.text import Text
 
 from .plots import MAX_BARS, MAX_LABELS, SEEN_COLOR, UNSEEN_COLOR, new_figure, save_figure, themed
 
@@ -43,7 +44,9 @@ def plot_class_accuracy(names: list[str], acc: np.ndarray, seen: np.ndarray, bet
             ax.text(0.5, 0.5, f"no {label} test classes", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
-        y = np.arange(len(shown))[::-1]  # lowest accuracy at the top
+        # lowest accuracy at the top; every panel has n_rows slots, so a panel of few classes gets bars as
+        # thick as the other panel's, from the top, not a few bars stretched over its whole height
+        y = n_rows - 1 - np.arange(len(shown))
         vals = 100 * acc[shown]
         ax.barh(y, vals, color=color, alpha=0.85, height=0.75)
         ax.set_yticks(y)
@@ -62,7 +65,7 @@ def plot_class_accuracy(names: list[str], acc: np.ndarray, seen: np.ndarray, bet
         ax.set_title(title)
         ax.set_xlabel("per-class accuracy (%)")
         ax.set_xlim(0, 108)
-        ax.set_ylim(-0.7, len(shown) - 0.3)
+        ax.set_ylim(-0.7, n_rows - 0.3)
         ax.grid(True, axis="x", alpha=0.3, linewidth=0.6)
     return save_figure(fig, path)
 
@@ -106,6 +109,70 @@ def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.nd
     return y, "pca"
 
 
+# where a label may sit relative to its point: (dx, dy) direction, text alignment; nearest rings first
+_LABEL_SPOTS = [((1, 1), "left", "bottom"), ((1, -1), "left", "top"), ((-1, 1), "right", "bottom"),
+                ((-1, -1), "right", "top"), ((0, 1), "center", "bottom"), ((0, -1), "center", "top"),
+                ((1, 0), "left", "center"), ((-1, 0), "right", "center")]
+_LABEL_RINGS = (6, 14, 26, 40, 56)  # offsets in points
+
+
+def text_box(annotation, renderer):
+    """An annotation's text box in pixels, without its leader line (Annotation.get_window_extent adds it)."""
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer)
+
+
+def place_labels(ax, points: np.ndarray, names: list[str], obstacles: np.ndarray | None = None,
+                 marker_pt: float = 9.0, fontsize: float = 8.5) -> list:
+    """Name each point (data coordinates, (n, 2)) with a label that overlaps no earlier label, no other
+    `obstacles` marker (a square of `marker_pt` points around each) and stays inside the axes: the first free
+    spot of `_LABEL_SPOTS` on the nearest ring of `_LABEL_RINGS`, else the spot with the least overlap. A
+    label off the first ring gets a thin leader line. Earlier names win (pass them by priority). Returns
+    the annotations."""
+    fig = ax.figure
+    fig.tight_layout()  # the final axes geometry: save_figure's tight_layout then changes nothing
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    half = marker_pt / 2 * fig.dpi / 72
+    markers = ax.transData.transform(np.asarray(obstacles, np.float64).reshape(-1, 2)) if obstacles is not None \
+        else np.empty((0, 2))
+    labels: list[tuple] = []  # (x0, y0, x1, y1) of the labels placed so far, in pixels
+
+    def cost(b, me) -> float:  # area (px²) outside the axes or on another marker or label
+        inside = max(0.0, min(b.x1, frame.x1) - max(b.x0, frame.x0)) * max(0.0, min(b.y1, frame.y1) - max(b.y0, frame.y0))
+        boxes = [(x - half, y - half, x + half, y + half) for x, y in markers if abs(x - me[0]) + abs(y - me[1]) > 0.5]
+        return b.width * b.height - inside + sum(
+            max(0.0, min(b.x1, x1) - max(b.x0, x0)) * max(0.0, min(b.y1, y1) - max(b.y0, y0))
+            for x0, y0, x1, y1 in boxes + labels)
+
+    texts = []
+    for p, name in zip(np.asarray(points, np.float64).reshape(-1, 2), names):
+        me = ax.transData.transform(p)
+        best = None  # (cost, ring, annotation)
+        for r in _LABEL_RINGS:
+            for (dx, dy), ha, va in _LABEL_SPOTS:
+                t = ax.annotate(name, tuple(p), textcoords="offset points", xytext=(dx * r, dy * r), ha=ha, va=va,
+                                fontsize=fontsize, zorder=5, annotation_clip=True,
+                                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75),
+                                arrowprops=None if r == _LABEL_RINGS[0] else
+                                dict(arrowstyle="-", color="0.4", lw=0.6, shrinkA=0, shrinkB=4))
+                c = cost(text_box(t, renderer), me)
+                if best is None or c < best[0]:
+                    if best is not None:
+                        best[2].remove()
+                    best = (c, r, t)
+                else:
+                    t.remove()
+                if best[0] == 0:
+                    break
+            if best[0] == 0:
+                break
+        b = text_box(best[2], renderer)
+        labels.append((b.x0, b.y0, b.x1, b.y1))
+        texts.append(best[2])
+    return texts
+
+
 @themed
 def plot_embedding_map(video_emb: np.ndarray, video_seen: np.ndarray, class_emb: np.ndarray,
                        class_names: list[str], class_seen: np.ndarray, path: str | Path, method: str = "pca",
@@ -139,11 +206,9 @@ def plot_embedding_map(video_emb: np.ndarray, video_seen: np.ndarray, class_emb:
     # labels: every class if few; otherwise the first max_labels of label_priority (default: unseen first)
     if label_priority is None:
         label_priority = np.r_[np.flatnonzero(~class_seen), np.flatnonzero(class_seen)]
-    for i in np.asarray(label_priority, dtype=int)[:max_labels]:
-        name = class_names[i] if len(class_names[i]) <= 28 else class_names[i][:27] + "…"
-        ax.annotate(name, (c[i, 0], c[i, 1]), textcoords="offset points", xytext=(6, 5), fontsize=8.5,
-                    zorder=5, annotation_clip=True,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+    shown = np.asarray(label_priority, dtype=int)[:max_labels]
+    place_labels(ax, c[shown], [class_names[i] if len(class_names[i]) <= 28 else class_names[i][:27] + "…"
+                                for i in shown], obstacles=c)
     name = {"pca": "PCA", "tsne": "t-SNE"}[used]
     title = f"Test embeddings: 2-D {name} of videos and class embeddings together"
     if n_total is not None and n_total > len(video_emb):
@@ -166,4 +231,4 @@ def plot_embedding_map(video_emb: np.ndarray, video_seen: np.ndarray, class_emb:
 # ------------------------------------------------------------------------------------------------------
 
 
-__all__ = ["plot_class_accuracy", "project_2d", "plot_embedding_map"]
+__all__ = ["plot_class_accuracy", "project_2d", "plot_embedding_map", "place_labels", "text_box"]

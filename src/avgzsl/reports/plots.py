@@ -222,6 +222,12 @@ def plot_seen_unseen(curve_u: np.ndarray | None, curve_s: np.ndarray | None, gri
     title = "Seen–unseen curve (test)"
     if ausuc is not None:
         title += f"\nAUSUC = {100 * ausuc:.2f} (area under the curve)"
+    _seen_unseen_axes(ax, title, ncol=2)
+    return save_figure(fig, path)
+
+
+def _seen_unseen_axes(ax, title: str, ncol: int) -> None:
+    """U on x, S on y, in percent, square; the legend under the axes (it never covers a curve)."""
     ax.set_title(title)
     ax.set_xlabel("U: unseen accuracy (%)")
     ax.set_ylabel("S: seen accuracy (%)")
@@ -229,7 +235,23 @@ def plot_seen_unseen(curve_u: np.ndarray | None, curve_s: np.ndarray | None, gri
     ax.set_ylim(-2, 102)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3, linewidth=0.6)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, framealpha=0.85)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, framealpha=0.85)
+
+
+MODE_STYLE = {"both": ("#333333", "-"), "audio": ("#9467bd", "--"), "video": ("#17becf", "-.")}
+
+
+@themed
+def plot_modalities(modes: dict, path: str | Path) -> Path:
+    """One seen-unseen curve per scoring (both modalities, audio only, video only): results.json's
+    `modalities`, each {"curve": {"unseen", "seen"}, "ausuc", ...}."""
+    fig = new_figure(5.8, 6.2)
+    ax = fig.subplots()
+    for name, m in modes.items():
+        color, style = MODE_STYLE.get(name, ("grey", ":"))
+        ax.plot(percent(m["curve"]["unseen"]), percent(m["curve"]["seen"]), style, color=color, lw=2,
+                label=f"{name}: AUSUC {100 * m['ausuc']:.2f}")
+    _seen_unseen_axes(ax, "Seen–unseen curve per modality (test)", ncol=len(modes))
     return save_figure(fig, path)
 
 

@@ -3,16 +3,13 @@
     write_report(run_dir)             -> RUN_DIR/report.html, RUN_DIR/report/*.png
     write_report(run_dir, out=P)      -> P (an .html path), PNGs in P's folder under P's stem
 
-Sections (HTML ids): `headline`, `training`, `calibration`, `class-accuracy`, `confusions`, `embedding-map`.
-Everything is read from the run folder (docs/protocol.md); numbers are recomputed with `avgzsl.metrics`
+Sections (HTML ids): `headline`, `training`, `calibration`, `modalities`, `class-accuracy`, `confusions`,
+`embedding-map`; the HTML building blocks are `html.py`. Everything is read from the run folder (docs/protocol.md); numbers are recomputed with `avgzsl.metrics`
 (never a second implementation). A missing optional file skips the sections that need it with a note;
 a folder that is not a run folder raises `AvgzslError` naming it. See docs/reports.md.
 """
 from __future__ import annotations
 
-import base64
-import html
-import json
 import logging
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from ..runfolder import RunFolder
 from ..runlock import run_lock
 from . import class_plots, plots
 from .confusion import plot_confusion
+from .html import CSS, esc as _e, img as _img, kv_table as _kv_table, note as _note, pct as _pct
 from .runfiles import RunFiles, TestAnalysis, analyse_test, confused_pairs, load_run
 
 log = logging.getLogger("avgzsl.reports")
@@ -33,55 +31,13 @@ SECTIONS = {  # id -> heading
     "headline": "Headline",
     "training": "Training curves",
     "calibration": "Calibration and the seen–unseen curve",
+    "modalities": "Modality breakdown",
     "class-accuracy": "Per-class accuracy",
     "confusions": "Most confused class pairs",
     "embedding-map": "Embedding map",
 }
-PNG_NAMES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "class_accuracy.png", "confusion.png", "embedding_map.png")
-
-
-# ------------------------------------------------------------------------------------------------------
-# HTML helpers
-# ------------------------------------------------------------------------------------------------------
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1250px;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
-th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.seen td:first-child { border-left: 4px solid #1f77b4; } tr.unseen td:first-child { border-left: 4px solid #ff7f0e; }
-pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.85em; border: 1px solid #e3e3e3; }
-img { max-width: 100%; border: 1px solid #eee; } .note { color: #8a4b00; background: #fff6e5; padding: 0.4em 0.7em; }
-.muted { color: #666; font-size: 0.9em; } nav a { margin-right: 1em; }
-"""
-
-
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-def _pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * float(x):.2f}"
-
-
-def _img(png: Path, alt: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _kv_table(d: dict, table_id: str) -> str:
-    rows = []
-    for k, v in d.items():
-        if isinstance(v, (dict, list)):  # e.g. env.json's data: class lists would fill the page
-            v = json.dumps(v[:8] + [f"... {len(v) - 8} more"] if isinstance(v, list) and len(v) > 8 else v)
-            v = v if len(v) <= 300 else v[:300] + f" ... ({len(v)} characters in all: see the file)"
-        rows.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
-    return f'<table id="{table_id}">' + "".join(rows) + "</table>"
+PNG_NAMES = ("training.png", "steps.png", "calibration.png", "seen_unseen.png", "modalities.png",
+             "class_accuracy.png", "confusion.png", "embedding_map.png")
 
 
 def _missing(run: RunFiles, name: str, default: str = "missing") -> str:
@@ -211,6 +167,27 @@ def _calibration(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written:
                      "AUSUC is the shaded area; the star is the operating point at the chosen β.</p>")
         parts.append(_img(png, "seen-unseen curve"))
     return _section("calibration", "\n".join(parts))
+
+
+def _modalities(run: RunFiles, png_dir: Path, written: list) -> str:
+    modes = (run.results or {}).get("modalities")
+    if not modes:
+        why = ("results.json missing" if run.results is None else
+               "the model scores with both modalities only (no single-modality evaluation: "
+               "GZSLModel.eval_modes)")
+        return _section("modalities", _note(f"No modality breakdown: {why}."))
+    png = plots.plot_modalities(modes, png_dir / "modalities.png")
+    written.append(png)
+    rows = "".join(f'<tr><td>{_e(name)}</td>' + "".join(f'<td class="num">{_pct(m[k])}</td>'
+                                                         for k in ("seen_only", "zsl", "ausuc", "hm_best"))
+                   + "</tr>" for name, m in modes.items())
+    table = ('<table id="modality-table"><tr><th>scored from</th><th>seen only (β → −∞)</th><th>ZSL</th>'
+             f"<th>AUSUC</th><th>best HM on the curve (oracle)</th></tr>{rows}</table>")
+    text = ('<p class="muted">The final model scored from both modalities (its results), from audio only and '
+            "from video only (the other modality left out at test time: GZSLModel.mode_distances). The "
+            "scorings' distance scales differ, so one β would not compare them: every number here is β-free. "
+            "The last column picks β on the test set itself, a diagnostic, never a result.</p>")
+    return _section("modalities", text + table + _img(png, "seen-unseen curve per modality"))
 
 
 def _class_accuracy(run: RunFiles, an: TestAnalysis | None, png_dir: Path, written: list, cap: int) -> str:
@@ -349,7 +326,7 @@ def _write_report(run_dir: str | Path, out: str | Path | None, embedding: str, t
             run.notes[RunFolder.TEST_EVAL] = f"inconsistent with results.json ({e})"
     written: list[Path] = []
     body = [_headline(run, an), _training(run, png_dir, written), _calibration(run, an, png_dir, written),
-            _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k, png_dir, written),
+            _modalities(run, png_dir, written), _class_accuracy(run, an, png_dir, written, max_classes), _confusions(run, an, top_k, png_dir, written),
             _embedding_map(run, an, png_dir, written, embedding)]
     for name in PNG_NAMES:  # a figure left from an earlier report whose section is now skipped
         stale = png_dir / name

@@ -35,7 +35,9 @@ video): mode k, missing flag (u < missing_frac), which modality is missing (coin
 (audio, video): eps ~ N(0, I_d) and n ~ N(0, I_D), and
     h_m = r_mc * (l_c + shift_mc + o_ck) + sigma_c * eps      (h_m = h0_m + 0.3 * eps when missing:
     x_m = unit(f_m(h_m) + cone_m + obs_noise * n)              a class-independent "silent"/"static" latent)
-with cone_m = cone * N(0, I_D) the shared offset every embedding of a modality sits in.
+with cone_m = cone * N(0, I_D) the shared offset every embedding of a modality sits in. With coupled_noise
+> 0, h_audio += coupled_noise * z and h_video -= coupled_noise * z (not on a missing modality), z ~ N(0, I_d)
+per video from its own stream default_rng([seed, 3, c]): noise that a fused model can partly cancel.
 
 Temporal (`temporal=True`): the averaged vector x_m is drawn exactly as above (same stream); then, per
 modality, T ~ U{t_min..t_max} and steps x_m + (step_noise / sqrt(D)) * (z_t - mean_t z_t), z_t ~ N(0, I):
@@ -92,6 +94,7 @@ class SynthKnobs:
     nonlinearity: float = 2.0  # g: tanh gain of the MLPs (0 = linear maps)
     reliability_spread: float = 1.0  # spread of the per-class audio-vs-video dominance (0: equal)
     reliability_bias: float = 0.0  # the dataset's lean: > 0 most classes video-dominant, < 0 audio-dominant
+    coupled_noise: float = 0.0  # per-video latent noise added to audio and subtracted from video (fusion cancels it)
     missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
     modes: int = 3  # modes (sub-clusters) per class; a video picks one
     mode_spread: float = 0.8  # mode offsets' scale per latent coordinate (class centres: ~1)
@@ -267,6 +270,8 @@ def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype)
     mode = rng.integers(0, k.modes, size=n)
     missing = rng.random(n) < k.missing_frac
     audio_missing = rng.random(n) < 0.5
+    # its own stream, so that coupled_noise 0 and > 0 give the same videos otherwise
+    coupled = np.random.default_rng([seed, 3, c]).standard_normal((n, k.d_latent), dtype=np.float32)
     avg = {}
     for mod in ("audio", "video"):
         p = params["mods"][mod]
@@ -275,6 +280,9 @@ def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype)
         gone = missing & (audio_missing if mod == "audio" else ~audio_missing)
         h *= np.where(gone, np.float32(0.3), params["sigma"][c])[:, None]
         h += np.where(gone[:, None], p["silent"], p["centre"][c, mode])
+        if k.coupled_noise:
+            h += np.where(gone[:, None], np.float32(0), np.float32(k.coupled_noise if mod == "audio" else -k.coupled_noise)
+                          * coupled)
         # einsum, not `@`: OpenBLAS worker threads spin after each small call and, on a busy 2-core
         # machine, starve the rest of the loop (measured 5-10x slower); einsum's own loop is serial.
         a = np.einsum("nk,kd->nd", h, p["w1"])

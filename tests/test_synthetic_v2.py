@@ -75,6 +75,12 @@ def probe(xtr, ytr, xte, yte, hidden: int) -> float:
     """Mean per-class accuracy of a softmax classifier on concatenated features: multinomial logistic
     regression (hidden=0) or a 1-hidden-layer ReLU MLP, both on the same 128 principal components, same
     optimiser (full-batch Adam, 300 steps, weight decay 1e-3)."""
+    classes = np.unique(ytr)
+    return float(per_class_acc(classes[probe_logits(xtr, ytr, xte, hidden).argmax(1)], yte).mean())
+
+
+def probe_logits(xtr, ytr, xte, hidden: int = 256) -> np.ndarray:
+    """The classifier of `probe`, trained on (xtr, ytr): log-probabilities of xte over np.unique(ytr)."""
     torch.manual_seed(0)
     mu = xtr.mean(0)
     _, _, vt = np.linalg.svd(xtr - mu, full_matrices=False)
@@ -92,8 +98,7 @@ def probe(xtr, ytr, xte, yte, hidden: int) -> float:
         torch.nn.functional.cross_entropy(net(ztr), target).backward()
         opt.step()
     with torch.no_grad():
-        pred = classes[net(zte).argmax(1).numpy()]
-    return float(per_class_acc(pred, yte).mean())
+        return torch.log_softmax(net(zte), 1).numpy()
 
 
 def text_map(bench):
@@ -410,26 +415,6 @@ def late_and_joint(bench) -> tuple[float, float]:
     classes, yte = out["both"][2], out["both"][1]
     acc = lambda lp: float(per_class_acc(classes[lp.argmax(1)], yte).mean())  # noqa: E731
     return acc(out["audio"][0] + out["video"][0]), acc(out["both"][0])
-
-
-def probe_logits(xtr, ytr, xte, hidden: int = 256) -> np.ndarray:
-    """probe()'s MLP (128 PCs, full-batch Adam, 300 steps), returning log-probabilities of xte."""
-    torch.manual_seed(0)
-    mu = xtr.mean(0)
-    _, _, vt = np.linalg.svd(xtr - mu, full_matrices=False)
-    ztr, zte = (xtr - mu) @ vt[:128].T, (xte - mu) @ vt[:128].T
-    sd = ztr.std(0).mean()
-    ztr, zte = (torch.tensor(z / sd, dtype=torch.float32) for z in (ztr, zte))
-    classes = np.unique(ytr)
-    target = torch.tensor(np.searchsorted(classes, ytr))
-    net = torch.nn.Sequential(torch.nn.Linear(ztr.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, len(classes)))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(300):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(ztr), target).backward()
-        opt.step()
-    with torch.no_grad():
-        return torch.log_softmax(net(zte), 1).numpy()
 
 
 def test_coupled_noise_favours_a_joint_model_over_late_fusion(data):

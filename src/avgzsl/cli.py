@@ -193,8 +193,8 @@ def cmd_demo(args) -> int:
     data = synthetic_root("ucf", 1.0, 0, out=args.data_dir or default_cache() / "demo" / "ucf-like-v2-seed0",
                           progress=not args.quiet)
     config = args.config or ("mft_ucf" if (PRESET_DIR / "mft_ucf.yaml").exists() else "clipclap_ucf")
-    ns = argparse.Namespace(data=str(data), config=config, set=DEMO_SETTINGS + list(args.set or []), device=args.device,
-                            out=args.out, quiet=args.quiet, resume=None, no_cache=False)
+    ns = argparse.Namespace(data=str(data), config=config, set=DEMO_SETTINGS + list(args.set or []),
+                            device=args.device, out=args.out, quiet=args.quiet, resume=None, no_cache=False)
     t = time.perf_counter()
     code = cmd_train(ns)
     print(f"demo finished in {time.perf_counter() - t:.0f}s (synthetic data: numbers say nothing about real benchmarks)")

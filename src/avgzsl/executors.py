@@ -131,6 +131,7 @@ def _local_worker_init(threads: int, parent: int) -> None:
 def _local_task(fn, exp, device: str) -> dict:
     """Body of one run in a local worker process; retried once there, avgzsl errors returned as values."""
     t = time.perf_counter()
+    error = ""
     for attempt in (1, 2):
         try:
             (fn or run_experiment)(exp, device, False)
@@ -138,10 +139,10 @@ def _local_task(fn, exp, device: str) -> dict:
         except AvgzslError as e:
             return {"ok": False, "fatal": True, "error": f"{type(e).__name__}: {e}"}
         except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
-            if attempt == 2:
-                return {"ok": False, "fatal": False, "error": f"{type(err).__name__}: {err}"}
-            log.warning("%s failed (%s: %s); retrying once", exp.out, type(err).__name__, err)
-    raise AssertionError("unreachable")
+            error = f"{type(err).__name__}: {err}"
+            if attempt == 1:
+                log.warning("%s failed (%s); retrying once", exp.out, error)
+    return {"ok": False, "fatal": False, "error": error}
 
 
 class LocalRunner:
@@ -176,7 +177,6 @@ class LocalRunner:
                         log.error("%s failed again: %s", e.out, err)
                         failures.append((e, f"{type(err).__name__}: {err}"))
         return failures
-
 
     def _parallel(self, todo, device: str, threads: int) -> list[tuple[object, str]]:
         import multiprocessing as mp

@@ -17,7 +17,6 @@ import os
 import time
 from typing import Callable
 
-import torch
 
 from .errors import AvgzslError
 from .reproduce import run_experiment
@@ -58,10 +57,7 @@ def prepare_worker(num_cpus: float, env: dict[str, str] | None = None) -> int:
     """In a Ray worker: torch threads = the task's CPU share (at least 1), and the driver's avgzsl settings."""
     for k, v in (env or {}).items():
         os.environ[k] = v
-    threads = max(1, int(num_cpus))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
+    return set_threads(max(1, int(num_cpus)))
 
 
 def one_line(err: BaseException) -> str:

@@ -3,6 +3,7 @@
 Drawn with the report's one theme (`plots.themed`); curves over epochs and β are in `plots.py`."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -148,28 +149,25 @@ def place_labels(ax, points: np.ndarray, names: list[str], obstacles: np.ndarray
     texts = []
     for p, name in zip(np.asarray(points, np.float64).reshape(-1, 2), names):
         me = ax.transData.transform(p)
-        best = None  # (cost, ring, annotation)
-        for r in _LABEL_RINGS:
-            for (dx, dy), ha, va in _LABEL_SPOTS:
-                t = ax.annotate(name, tuple(p), textcoords="offset points", xytext=(dx * r, dy * r), ha=ha, va=va,
-                                fontsize=fontsize, zorder=5, annotation_clip=True,
-                                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75),
-                                arrowprops=None if r == _LABEL_RINGS[0] else
-                                dict(arrowstyle="-", color="0.4", lw=0.6, shrinkA=0, shrinkB=4))
-                c = cost(text_box(t, renderer), me)
-                if best is None or c < best[0]:
-                    if best is not None:
-                        best[2].remove()
-                    best = (c, r, t)
-                else:
-                    t.remove()
-                if best[0] == 0:
-                    break
-            if best[0] == 0:
+        best = None  # (cost, annotation): the spot with the least overlap so far
+        for r, ((dx, dy), ha, va) in itertools.product(_LABEL_RINGS, _LABEL_SPOTS):  # nearest ring first
+            t = ax.annotate(name, tuple(p), textcoords="offset points", xytext=(dx * r, dy * r), ha=ha, va=va,
+                            fontsize=fontsize, zorder=5, annotation_clip=True,
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75),
+                            arrowprops=None if r == _LABEL_RINGS[0] else
+                            dict(arrowstyle="-", color="0.4", lw=0.6, shrinkA=0, shrinkB=4))
+            c = cost(text_box(t, renderer), me)
+            if best is not None and c >= best[0]:
+                t.remove()
+                continue
+            if best is not None:
+                best[1].remove()
+            best = (c, t)
+            if c == 0:
                 break
-        b = text_box(best[2], renderer)
+        b = text_box(best[1], renderer)
         labels.append((b.x0, b.y0, b.x1, b.y1))
-        texts.append(best[2])
+        texts.append(best[1])
     return texts
 
 

@@ -22,7 +22,7 @@ def test_reproduce_table3_resumes_after_kill(tmp_path):
     env = {**os.environ, "AVGZSL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "repro"
     args = ["reproduce", "--tables", "3", "--datasets", "ucf", "--seeds", "0,1", "--out", str(out),
-            "--synthetic-scale", "0.1", "--quiet", *TINY]
+            "--synthetic-scale", "0.1", "--quiet", "--pack", "1", *TINY]
     p = cli(args, env)
     runs = lambda: sorted(out.glob("ucf/*/seed*/results.json"))  # noqa: E731
     kill_when(p, lambda: bool(runs()), timeout=300)
@@ -153,3 +153,47 @@ def test_packaged_rates_are_the_benchmark_results_and_ship_in_the_wheel():
     if pyproject.exists():
         data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["avgzsl"]
         assert TRAIN_RATES.name in data
+
+
+def test_pack_groups_put_seeds_of_one_packable_variant_together(tmp_path):
+    from avgzsl import reproduce as rp
+    plan = rp.plan({"ucf": Path("<synthetic>")}, [2], [0, 1, 2], tmp_path)
+    groups = rp.pack_groups(plan, {"mft": 2, "clipclap": 3, "avca": 3})
+    assert sum(len(g) for g in groups) == len(plan) and [e for g in groups for e in g] == plan  # plan order kept
+    by_key = {}
+    for g in groups:
+        assert len({(e.dataset, e.variant) for e in g}) == 1  # only seeds of one variant share a pack
+        by_key.setdefault(g[0].variant.key, []).append([e.seed for e in g])
+    assert by_key["mft"] == [[0, 1], [2]] and by_key["clipclap"] == [[0, 1, 2]]
+    assert by_key["avca"] == [[0], [1], [2]]  # not packable (tests/test_pack.py): alone however large K is
+    assert by_key["tcaf"] == [[0], [1], [2]]  # packable, but no size given for it
+    assert all(len(g) == 1 for g in rp.pack_groups(plan, 1))
+
+
+def test_choose_pack_keeps_a_pack_only_where_it_is_faster():
+    from avgzsl.reproduce import PACK_GAIN, choose_pack
+    assert choose_pack({1: 100.0, 2: 90.0, 3: 95.0}) == 1
+    assert choose_pack({1: 100.0, 2: 100.0 * PACK_GAIN * 0.99}) == 1  # within the margin: not worth it
+    assert choose_pack({1: 100.0, 2: 150.0, 3: 180.0, 4: 170.0}) == 3
+
+
+@pytest.mark.slow
+def test_reproduce_packs_seeds_and_writes_every_run_folder(tmp_path):
+    env = {**os.environ, "AVGZSL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "repro"
+    p = cli(["reproduce", "--tables", "3", "--datasets", "ucf", "--seeds", "0,1", "--out", str(out),
+             "--synthetic-scale", "0.1", "--pack", "2", "--jobs", "1", *TINY, "--set", "mft.d_model=32",
+             "--set", "mft.heads=2"], env)
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr.decode()[-2000:]
+    text = stdout.decode()
+    assert "ucf mft seeds 0,1 (packed)" in text and "ucf mft-no-attention seeds 0,1 (packed)" in text
+    assert "[1/2]" in text and "[2/2]" in text  # two packs, not four runs
+    results = sorted(out.glob("ucf/*/seed*/results.json"))
+    assert len(results) == 4 and all((f.parent / "report.html").exists() for f in results)
+    assert not (out / "pack_probe.json").exists()  # an explicit --pack K does not probe
+
+
+def test_pack_flag_is_checked():
+    from avgzsl.cli import main
+    assert main(["reproduce", "--dry-run", "--no-probe", "--pack", "0", "--tables", "3", "--datasets", "ucf"]) != 0

@@ -405,6 +405,39 @@ def test_coupled_noise_moves_audio_and_video_latents_in_opposite_directions(monk
         assert gone.any() and not diff[gone].any()
 
 
+def test_misleading_audio_takes_another_classes_audio_centre(monkeypatch):
+    """The audio latent of a flagged video is centred on another class's audio centre (mode and class
+    from its own stream, so misleading_audio 0 and > 0 give the same videos otherwise); video untouched."""
+    from avgzsl.data import synthetic_v2 as v2
+
+    calls = []
+    real = v2._phi
+    monkeypatch.setattr(v2, "_phi", lambda a, g: calls.append(a.copy()) or real(a, g))  # sees W1 h + b1 = h
+    base = v2.resolve_knobs({"missing_frac": 0.0}, "ucf")
+    d, rng, n_classes = base.d_latent, np.random.default_rng(0), 5
+    mods = {m: dict(w1=np.eye(d, dtype=np.float32), b1=np.zeros(d, np.float32),
+                    w2=rng.standard_normal((d, 6)).astype(np.float32),
+                    centre=(10 * rng.standard_normal((n_classes, base.modes, d))).astype(np.float32),
+                    silent=rng.standard_normal(d).astype(np.float32), cone=np.zeros(6, np.float32))
+            for m in ("audio", "video")}
+    hs = []
+    for frac in (0.0, 0.4):
+        calls.clear()
+        params = dict(knobs=dataclasses.replace(base, misleading_audio=frac), mods=mods,
+                      sigma=np.full(n_classes, 1e-3, np.float32))
+        v2.class_videos(params, 2, 200, seed=5, temporal=False, dtype=np.float32)
+        hs.append(list(calls))
+    mrng = np.random.default_rng([5, 4, 2])
+    misled = mrng.random(200) < 0.4
+    other = (2 + 1 + mrng.integers(0, n_classes - 1, size=200)) % n_classes
+    other_mode = mrng.integers(0, base.modes, size=200)
+    assert 40 < misled.sum() < 120 and (other != 2).all()
+    audio_centres = mods["audio"]["centre"]
+    assert np.allclose(hs[1][0][misled], audio_centres[other[misled], other_mode[misled]], atol=0.05)
+    assert np.array_equal(hs[1][0][~misled], hs[0][0][~misled])  # unflagged audio: the same draws
+    assert np.array_equal(hs[1][1], hs[0][1])  # video: untouched
+
+
 def late_and_joint(bench) -> tuple[float, float]:
     """Seen-class accuracy of a joint MLP probe on concat(audio, video), and of late fusion: the sum of
     the log-probabilities of an audio-only and a video-only MLP probe (a product of per-modality experts)."""

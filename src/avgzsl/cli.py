@@ -222,19 +222,34 @@ def _csv(text: str, cast=str) -> list:
         raise AvgzslError(f"{text!r}: expected a comma-separated list") from None
 
 
+def pack_size(text: str, executor: str) -> int | str:
+    """--pack: "auto" (a probe per model picks; local executor only) or an integer >= 1."""
+    if text == "auto":
+        return "auto" if executor == "local" else 1
+    try:
+        k = int(text)
+    except ValueError:
+        raise AvgzslError(f"--pack must be an integer >= 1 or auto, got {text!r}") from None
+    if k < 1:
+        raise AvgzslError(f"--pack must be an integer >= 1 or auto, got {text!r}")
+    return k
+
+
 def cmd_reproduce(args) -> int:
     from .executors import make_runner
     from .reproduce import reproduce
     from .threads import local_jobs
     jobs, per_run = local_jobs(args.jobs, args.device, n_runs=10**6, threads=args.threads) \
         if args.executor == "local" else (1, None)
+    pack = pack_size(args.pack, args.executor)
     reproduce(datasets=_csv(args.datasets), tables=_csv(args.tables, int), seeds=_csv(args.seeds, int),
               out=Path(args.out), data_root=Path(args.data_root) if args.data_root else None, device=args.device,
               dry_run=args.dry_run, probe=not args.no_probe, synthetic_scale=args.synthetic_scale,
               executor=args.executor,
               extra_sets=tuple(args.set), progress=not args.quiet, jobs=jobs, threads_per_run=per_run,
-              runner=make_runner(args.executor, args.ray_address, args.gpus_per_run, progress=not args.quiet,
-                                 jobs=jobs, threads=per_run))
+              pack=pack, runner=make_runner(args.executor, args.ray_address, args.gpus_per_run,
+                                            progress=not args.quiet, jobs=jobs, threads=per_run,
+                                            pack=pack if isinstance(pack, int) else 1))
     return 0
 
 
@@ -421,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--jobs", default="auto", metavar="J",
                    help="local executor: runs at once, in worker processes (default auto: on a CPU one per core "
                         "at 1 thread each, on a GPU 1; docs/scaling.md)")
+    q.add_argument("--pack", default="auto", metavar="K",
+                   help="local executor: train up to K seeds of one variant as one stacked model (docs/scaling.md; "
+                        "default auto: a short probe per model keeps packing only where it is faster)")
     threads_arg(q)
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(fn=cmd_reproduce)

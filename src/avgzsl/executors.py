@@ -19,7 +19,7 @@ from typing import Callable
 
 
 from .errors import AvgzslError
-from .reproduce import run_experiment
+from .reproduce import pack_groups, run_experiment, run_pack
 from .threads import set_threads
 
 log = logging.getLogger("avgzsl.executors")
@@ -124,85 +124,117 @@ def _local_worker_init(threads: int, parent: int) -> None:
         os._exit(1)
 
 
-def _local_task(fn, exp, device: str) -> dict:
-    """Body of one run in a local worker process; retried once there, avgzsl errors returned as values."""
-    t = time.perf_counter()
-    error = ""
-    for attempt in (1, 2):
+def _run_group(fn, group, device: str, progress: bool) -> list[tuple[object, BaseException]]:
+    """One pack (or one run) with a retry: a member that fails is run once more, alone. Returns the
+    (run, error) that failed twice; an AvgzslError (bad data or config) comes back at once, unretried."""
+    if fn is not None or len(group) == 1:
+        failed = []
+        for exp in group:
+            try:
+                (fn or run_experiment)(exp, device, progress)
+            except Exception as err:  # noqa: BLE001 - judged below
+                failed.append((exp, err))
+    else:
+        failed = run_pack(group, device, progress)
+    still = []
+    for exp, err in failed:
+        if isinstance(err, AvgzslError):
+            return [(exp, err)]
+        log.warning("%s failed (%s: %s); retrying once", exp.out, type(err).__name__, err)
         try:
-            (fn or run_experiment)(exp, device, False)
-            return {"ok": True, "seconds": time.perf_counter() - t}
-        except AvgzslError as e:
-            return {"ok": False, "fatal": True, "error": f"{type(e).__name__}: {e}"}
-        except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
-            error = f"{type(err).__name__}: {err}"
-            if attempt == 1:
-                log.warning("%s failed (%s); retrying once", exp.out, error)
-    return {"ok": False, "fatal": False, "error": error}
+            (fn or run_experiment)(exp, device, progress)
+        except Exception as again:  # noqa: BLE001 - one broken run must not lose the others
+            if isinstance(again, AvgzslError):
+                return [(exp, again)]
+            still.append((exp, again))
+    return still
+
+
+def _local_task(fn, group, device: str) -> dict:
+    """Body of one pack (or one run) in a local worker process; avgzsl errors returned as values."""
+    t = time.perf_counter()
+    failed = _run_group(fn, group, device, False)
+    fatal = [f"{type(e).__name__}: {e}" for _, e in failed if isinstance(e, AvgzslError)]
+    if fatal:
+        return {"ok": False, "fatal": True, "error": fatal[0], "failed": [str(x.out) for x, _ in failed]}
+    return {"ok": not failed, "fatal": False, "seconds": time.perf_counter() - t,
+            "failed": [str(x.out) for x, _ in failed],
+            "error": "; ".join(f"{type(e).__name__}: {e}" for _, e in failed)}
+
+
+def _label(group) -> str:
+    e = group[0]
+    seeds = ",".join(str(x.seed) for x in group)
+    return f"{e.dataset} {e.variant.key} seed{'s' * (len(group) > 1)} {seeds}" + (" (packed)" if len(group) > 1 else "")
 
 
 class LocalRunner:
     """The runs on this machine, retrying a failure once: with jobs = 1 one after another in this process
     (at the process's torch threads), with jobs > 1 that many at once in worker processes (spawned, so no
-    forked torch state), `threads` torch threads each (threads.py says why one each is the CPU default)."""
+    forked torch state), `threads` torch threads each (threads.py says why one each is the CPU default).
+    pack = K > 1: runs that differ only in their seed train K at a time as one pack (pack.py,
+    reproduce.pack_groups); a pack is one job."""
 
-    def __init__(self, progress: bool = True, fn: Callable | None = None, jobs: int = 1, threads: int | None = None):
+    def __init__(self, progress: bool = True, fn: Callable | None = None, jobs: int = 1, threads: int | None = None,
+                 pack: int | dict = 1):
         self.progress = progress
         self.fn = fn
-        self.jobs, self.threads = jobs, threads
+        self.jobs, self.threads, self.pack = jobs, threads, pack
+
+    def set_pack(self, sizes: dict[str, int]) -> None:
+        """Pack sizes per model (reproduce.pack_plan), replacing the one size given at construction."""
+        self.pack = sizes
 
     def __call__(self, todo, device: str) -> list[tuple[object, str]]:
-        if self.jobs > 1 and len(todo) > 1:
-            return self._parallel(todo, device, self.threads or 1)
+        groups = pack_groups(todo, self.pack) if self.fn is None else [[e] for e in todo]
+        if self.jobs > 1 and len(groups) > 1:
+            return self._parallel(groups, device, self.threads or 1)
         if self.threads is not None:
             set_threads(self.threads)
-        fn = self.fn or run_experiment
         failures = []
-        for i, e in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}", flush=True)
-            for attempt in (1, 2):
-                try:
-                    fn(e, device, self.progress)
-                    break
-                except AvgzslError:
-                    raise  # bad data or config: every run would fail the same way
-                except Exception as err:  # noqa: BLE001 - one broken run must not lose the others
-                    if attempt == 1:
-                        log.warning("%s failed (%s: %s); retrying once", e.out, type(err).__name__, err)
-                    else:
-                        log.error("%s failed again: %s", e.out, err)
-                        failures.append((e, f"{type(err).__name__}: {err}"))
+        for i, group in enumerate(groups, 1):
+            print(f"[{i}/{len(groups)}] {_label(group)}", flush=True)
+            for e, err in _run_group(self.fn, group, device, self.progress):
+                if isinstance(err, AvgzslError):
+                    raise err  # bad data or config: every run would fail the same way
+                log.error("%s failed again: %s", e.out, err)
+                failures.append((e, f"{type(err).__name__}: {err}"))
         return failures
 
-    def _parallel(self, todo, device: str, threads: int) -> list[tuple[object, str]]:
+    def _parallel(self, groups, device: str, threads: int) -> list[tuple[object, str]]:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        jobs = min(self.jobs, len(todo))
-        print(f"{len(todo)} runs, {jobs} at a time ({threads} torch thread{'s' * (threads > 1)} each)", flush=True)
+        jobs = min(self.jobs, len(groups))
+        runs = sum(len(g) for g in groups)
+        packs = f" in {len(groups)} packs" if len(groups) < runs else ""
+        print(f"{runs} runs{packs}, {jobs} at a time ({threads} torch thread{'s' * (threads > 1)} each)", flush=True)
         failures, fatal = [], None
         pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_local_worker_init,
                                    initargs=(threads, os.getpid()))
         try:
-            futures = {pool.submit(_local_task, self.fn, e, device): e for e in todo}
+            futures = {pool.submit(_local_task, self.fn, g, device): g for g in groups}
             for n, fut in enumerate(as_completed(futures), 1):
-                e = futures[fut]
+                group = futures[fut]
                 try:
                     out = fut.result()
                 except BrokenProcessPool as err:  # a worker died (killed, out of memory)
-                    out = {"ok": False, "fatal": False, "error": f"worker process died: {err}"}
-                label = f"[{n}/{len(todo)}] {e.dataset} {e.variant.key} seed {e.seed}"
+                    out = {"ok": False, "fatal": False, "error": f"worker process died: {err}",
+                           "failed": [str(e.out) for e in group]}
+                label = f"[{n}/{len(groups)}] {_label(group)}"
                 if out["ok"]:
                     print(f"{label}  done in {out['seconds']:.0f}s", flush=True)
                     continue
                 print(f"{label}  FAILED: {out['error']}", flush=True)
-                log.error("%s failed: %s", e.out, out["error"])
                 if out["fatal"] and fatal is None:  # bad data or config: every run would fail the same way
                     fatal = out["error"]
                     for f in futures:
                         f.cancel()
-                failures.append((e, out["error"]))
+                for e in group:
+                    if str(e.out) in out["failed"]:
+                        log.error("%s failed: %s", e.out, out["error"])
+                        failures.append((e, out["error"]))
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -287,16 +319,19 @@ class RayRunner:
 
 
 def make_runner(executor: str = "local", ray_address: str | None = None, gpus_per_run: float = 0.0,
-                cpus_per_run: float = 1.0, progress: bool = True, jobs: int = 1, threads: int | None = None):
-    """The runner for `reproduce(..., runner=...)`: `local` (`jobs` runs at once, `threads` each:
-    threads.local_jobs picks them) or `ray`."""
+                cpus_per_run: float = 1.0, progress: bool = True, jobs: int = 1, threads: int | None = None,
+                pack: int = 1):
+    """The runner for `reproduce(..., runner=...)`: `local` (`jobs` runs or packs at once, `threads`
+    each: threads.local_jobs picks them; `pack` runs per pack) or `ray`."""
     if executor == "local":
         if ray_address:
             raise AvgzslError("--ray-address needs --executor ray")
         if gpus_per_run:
             raise AvgzslError("--gpus-per-run needs --executor ray")
-        return LocalRunner(progress=progress, jobs=jobs, threads=threads)
+        return LocalRunner(progress=progress, jobs=jobs, threads=threads, pack=pack)
     if executor == "ray":
+        if pack > 1:
+            raise AvgzslError("--pack needs --executor local (a Ray task is one run)")
         require_ray()
         return RayRunner(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
     raise AvgzslError(f"unknown executor {executor!r}; choose local or ray")

@@ -125,7 +125,8 @@ def modality_breakdown(model, test: EvalSet, text: torch.Tensor, labels: np.ndar
 
 def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.ndarray, epochs: int, done: int,
                  resumed: dict | None, text: torch.Tensor, n_classes: int, device, run: RunFolder | None,
-                 progress: bool, before_epoch, after_epoch, saved, on_row, ref: ReferenceRun | None = None):
+                 progress: bool, before_epoch, after_epoch, saved, on_row, ref: ReferenceRun | None = None,
+                 pack=None):
     """One training stage, epochs `done`..`epochs`-1, resumable after every epoch; returns the model.
 
     The stages differ only in their hooks: `before_epoch(epoch, opt)` (stage 2 replays stage 1's lr),
@@ -133,14 +134,15 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
     the best epoch), and `saved(epoch)`, the stage's own part of `state.pt`. Everything a resume needs
     (model, optimiser, scheduler, sampler, RNG) is restored and saved here, in this order, so a resumed
     run draws the same random numbers as an uninterrupted one. `ref` (reference mode) swaps in the
-    reference's batches, class order and step hooks (reference.py).
+    reference's batches, class order and step hooks (reference.py). `pack` (a pack.PackMember) builds
+    under its pack's lock, keeps this run's RNG in its own generators and runs the steps in its pack.
     """
-    model, opt, sched = build()
+    model, opt, sched = pack.build(build) if pack is not None else build()
     sampler = ClassBalancedSampler(train.labels, cfg.n_batches, cfg.bs, cfg.seed)
     if resumed is not None:
         model.load_state_dict(resumed["model"]), opt.load_state_dict(resumed["optimizer"])
         sched.load_state_dict(resumed["scheduler"]), sampler.load_state_dict(resumed["sampler"])
-        _set_rng_state(resumed["rng"], device)
+        pack.rng.set_state(resumed["rng"]) if pack is not None else _set_rng_state(resumed["rng"], device)
     data = SplitTensors.from_split(train, device)
     loaders, (loss_fn, after_step) = None, (None, None)
     if ref is not None:
@@ -157,7 +159,8 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
             step_losses: dict = {}
             terms = train_one_epoch(model, opt, data, batches, cls_text, local, progress,
                                     desc=f"stage {number} epoch {epoch + 1}", loss_fn=loss_fn, after_step=after_step,
-                                    step_losses=step_losses if run is not None else None)
+                                    step_losses=step_losses if run is not None else None,
+                                    step_fn=pack.step if pack is not None else None)
             if loaders:
                 loaders[1].validation_pass()
         except NonFiniteLoss as e:
@@ -173,17 +176,18 @@ def _train_stage(number: int, cfg: RunConfig, build, train: Split, classes: np.n
             run.log_epoch(row)
             run.save_state({**saved(epoch), "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
-                            "rng": _rng_state(device)})
+                            "rng": pack.rng.state() if pack is not None else _rng_state(device)})
     return model
 
 
 def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
                  device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
-                 on_epoch=None) -> dict:
+                 on_epoch=None, pack=None) -> dict:
     """Stage 1 -> stage 2 -> test (see `_run_protocol`), holding out_dir's lock throughout: a second
     process on the same run folder fails at once, and a start that fails before its first saved epoch
-    removes the folder it made (runlock.run_lock)."""
-    args = (cfg, bench, out_dir, device, progress, resume, stages, on_epoch)
+    removes the folder it made (runlock.run_lock). `pack`: this run is a member of a packed group
+    (pack.run_packed); nothing of its results depends on the other members."""
+    args = (cfg, bench, out_dir, device, progress, resume, stages, on_epoch, pack)
     if out_dir is None:
         return _run_protocol(*args)
     with run_lock(out_dir, discard_on_error=True):
@@ -192,7 +196,7 @@ def run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = 
 
 def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None = None,
                   device: str = "cpu", progress: bool = False, resume: bool = False, stages: int = 2,
-                  on_epoch=None) -> dict:
+                  on_epoch=None, pack=None) -> dict:
     """Stage 1 -> stage 2 -> test. Returns the results dict (also written to out_dir/results.json).
 
     stages=1 stops after stage 1 and returns {"val", "best_epoch", "epochs": [val summary per epoch]};
@@ -251,7 +255,7 @@ def _run_protocol(cfg: RunConfig, bench: Benchmark, out_dir: str | Path | None =
     def train_stage(number: int, train: Split, classes: np.ndarray, epochs: int, done: int, resumed: dict | None,
                     before_epoch, after_epoch, saved, on_row):
         return _train_stage(number, cfg, build, train, classes, epochs, done, resumed, text, C_all, device, run,
-                            progress, before_epoch, after_epoch, saved, on_row, ref)
+                            progress, before_epoch, after_epoch, saved, on_row, ref, pack)
 
     def validate(model, betas_, distance_fn=None):
         return evaluate(model, val.data, text, val.class_ids, val.seen_mask, betas_, cfg.eval_bs,

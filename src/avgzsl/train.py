@@ -53,7 +53,7 @@ class SplitTensors:
 def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: SplitTensors,
                     batches, class_text: torch.Tensor, local_index: torch.Tensor,
                     progress: bool = False, desc: str = "train", loss_fn=None, after_step=None,
-                    step_losses: dict | None = None) -> dict[str, float]:
+                    step_losses: dict | None = None, step_fn=None) -> dict[str, float]:
     """One pass over `batches` ((n_batches, bs) row indices, or any sized iterable of (bs,) index
     tensors, drawn as they are needed). Returns the mean of each loss term.
 
@@ -61,9 +61,11 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
     loss_fn(batch, class_text, target) replaces model.loss; after_step(batch, class_text, target) runs
     after each optimiser step (reference mode uses both: reference.py). `step_losses`, a dict, receives
     every step's terms ({term: [value per step]}, the summed loss as "total"): one copy to the host per epoch.
+    step_fn (default `solo_step`, same arguments) runs one optimiser step and returns (loss, terms); a
+    packed run's member passes its pack's (pack.py).
     """
     model.train()
-    loss_fn = loss_fn or model.loss
+    step_fn = step_fn or solo_step
     sums: dict[str, torch.Tensor] = {}
     device = data.labels.device
     if isinstance(batches, torch.Tensor):
@@ -74,10 +76,7 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
         idx = idx.to(device)
         batch = data.take(idx)
         target = local_index[data.labels[idx]]  # (B,) rows of class_text
-        loss, terms = loss_fn(batch, class_text, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, terms = step_fn(model, optimizer, batch, class_text, target, loss_fn)
         if after_step is not None:
             after_step(batch, class_text, target)
         for k, v in terms.items():  # summed on the device: no host sync per step
@@ -94,6 +93,16 @@ def train_one_epoch(model: GZSLModel, optimizer: torch.optim.Optimizer, data: Sp
         for j, k in enumerate(names):
             step_losses["total" if k == "_loss" else k] = [row[j] for row in values]
     return {k: float(v) / n for k, v in sums.items()}
+
+
+def solo_step(model: GZSLModel, optimizer: torch.optim.Optimizer, batch: Batch, class_text: torch.Tensor,
+              target: torch.Tensor, loss_fn=None) -> tuple[torch.Tensor, dict]:
+    """One optimiser step of one model: loss (model.loss or loss_fn), backward, step."""
+    loss, terms = (loss_fn or model.loss)(batch, class_text, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, terms
 
 
 def check_finite(model: GZSLModel, steps: torch.Tensor | None, names: list[str] | None, desc: str) -> None:

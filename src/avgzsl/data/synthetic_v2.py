@@ -38,6 +38,9 @@ video): mode k, missing flag (u < missing_frac), which modality is missing (coin
 with cone_m = cone * N(0, I_D) the shared offset every embedding of a modality sits in. With coupled_noise
 > 0, h_audio += coupled_noise * z and h_video -= coupled_noise * z (not on a missing modality), z ~ N(0, I_d)
 per video from its own stream default_rng([seed, 3, c]): noise that a fused model can partly cancel.
+With misleading_audio > 0, that fraction of the videos (flags, another class c' != c uniform over all
+classes, and a mode from the stream default_rng([seed, 4, c])) takes the audio centre of c' instead of
+c's (not on a missing audio): a confident but wrong audio, as background music or a voice-over.
 
 Temporal (`temporal=True`): the averaged vector x_m is drawn exactly as above (same stream); then, per
 modality, T ~ U{t_min..t_max} and steps x_m + (step_noise / sqrt(D)) * (z_t - mean_t z_t), z_t ~ N(0, I):
@@ -96,6 +99,7 @@ class SynthKnobs:
     reliability_bias: float = 0.0  # the dataset's lean: > 0 most classes video-dominant, < 0 audio-dominant
     coupled_noise: float = 0.0  # per-video latent noise added to audio and subtracted from video (fusion cancels it)
     missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
+    misleading_audio: float = 0.0  # fraction of videos whose audio is another class's (background music, voice-over)
     modes: int = 3  # modes (sub-clusters) per class; a video picks one
     mode_spread: float = 0.8  # mode offsets' scale per latent coordinate (class centres: ~1)
     intra: float = 0.35  # median within-class latent noise scale per coordinate
@@ -164,7 +168,7 @@ def resolve_knobs(knobs: SynthKnobs | dict | None, like: str | None = None) -> S
                 raise DataError(f"synthetic knob {f.name} must be a finite number{'' if signed else ' >= 0'}, "
                                 f"got {v!r}")
             clean[f.name] = x
-    bad = [n for n in ("class_specific", "missing_frac") if clean[n] > 1]
+    bad = [n for n in ("class_specific", "missing_frac", "misleading_audio") if clean[n] > 1]
     if bad:
         raise DataError(f"synthetic knob(s) {', '.join(bad)} must lie in [0, 1]")
     if clean["topic_alpha"] <= 0:
@@ -272,6 +276,11 @@ def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype)
     audio_missing = rng.random(n) < 0.5
     # its own stream, so that coupled_noise 0 and > 0 give the same videos otherwise
     coupled = np.random.default_rng([seed, 3, c]).standard_normal((n, k.d_latent), dtype=np.float32)
+    mrng = np.random.default_rng([seed, 4, c])  # misleading audio's own stream, likewise
+    n_classes = params["mods"]["audio"]["centre"].shape[0]
+    misled = mrng.random(n) < k.misleading_audio
+    other = (c + 1 + mrng.integers(0, max(n_classes - 1, 1), size=n)) % n_classes  # another class than c
+    other_mode = mrng.integers(0, k.modes, size=n)
     avg = {}
     for mod in ("audio", "video"):
         p = params["mods"][mod]
@@ -279,7 +288,10 @@ def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype)
         h = rng.standard_normal((n, k.d_latent), dtype=np.float32)
         gone = missing & (audio_missing if mod == "audio" else ~audio_missing)
         h *= np.where(gone, np.float32(0.3), params["sigma"][c])[:, None]
-        h += np.where(gone[:, None], p["silent"], p["centre"][c, mode])
+        centre = p["centre"][c, mode]  # (n, d)
+        if mod == "audio" and k.misleading_audio:
+            centre = np.where(misled[:, None], p["centre"][other, other_mode], centre)
+        h += np.where(gone[:, None], p["silent"], centre)
         if k.coupled_noise:
             h += np.where(gone[:, None], np.float32(0), np.float32(k.coupled_noise if mod == "audio" else -k.coupled_noise)
                           * coupled)

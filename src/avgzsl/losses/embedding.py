@@ -109,7 +109,7 @@ def pairwise_cosine(theta_o: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     no repeated class."""
     z = F.normalize(theta_o, dim=1)  # (B, E)
     same = target.unsqueeze(0) == target.unsqueeze(1)  # (B, B)
-    same.fill_diagonal_(False)
+    same = same & ~torch.eye(len(target), dtype=torch.bool, device=target.device)  # i != j; vmaps (fill_diagonal_ not)
     dist = 1.0 - z @ z.t()  # (B, B)
     n_pairs = same.sum()
     return (dist * same).sum() / n_pairs.clamp_min(1)

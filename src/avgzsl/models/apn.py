@@ -74,6 +74,7 @@ class APNConfig:
 @register_model("apn")
 class APN(GZSLModel):
     Config = APNConfig
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
     reference_code = "avca-gzsl"
 
     def __init__(self, cfg: APNConfig, dims: FeatureDims):

@@ -44,6 +44,9 @@ class GZSLModel(nn.Module):
     # the reference evaluates the model in audio-, video- and both-modes and its test beta averages the
     # three validation betas (reference behaviour `mode_betas`: AVGZSLNet, CJME in AVCA-GZSL)
     reference_mode_betas: ClassVar[bool] = False
+    # one training step runs under torch.func.vmap with only nn.Dropout / attention dropout as randomness,
+    # so a pack of runs steps together (pack.py); measured for every model by tests/test_pack.py
+    packable: ClassVar[bool] = False
 
     def __init__(self, cfg, dims: FeatureDims):
         super().__init__()

@@ -72,6 +72,7 @@ class ClipClapConfig:
 @register_model("clipclap")
 class ClipClap(GZSLModel):
     Config = ClipClapConfig
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
 
     def __init__(self, cfg: ClipClapConfig, dims: FeatureDims):
         super().__init__(cfg, dims)

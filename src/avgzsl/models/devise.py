@@ -20,5 +20,6 @@ from .linear_compat import LinearCompatModel
 
 @register_model("devise")
 class DeViSE(LinearCompatModel):
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
     rank_loss = staticmethod(ranking.devise_rank_loss)
     loss_name = "devise"

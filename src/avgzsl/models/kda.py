@@ -104,6 +104,7 @@ def adaptive_margins(class_text: torch.Tensor, target: torch.Tensor, a: float, b
 @register_model("kda")
 class KDA(GZSLModel):
     Config = KDAConfig
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
     reference_code = "avca-gzsl"  # a fork of AVCA-GZSL: same data loading, sampler and evaluation code
     needs_descriptions = True
 

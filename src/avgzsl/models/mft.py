@@ -1,12 +1,11 @@
 """MFT: Multimodal Fusion Transformer for audio-visual GZSL (registry name `mft`).
 
 "An Audio-visual Generalized Zero-Shot Learning Method Based on Multimodal Fusion Transformer", journal
-paper, 2025 (only its abstract and tables are public). The paper fixes the ideas: a
-Transformer with multi-head attention fuses audio and video (cross-modal interaction), on the
-ClipClap-GZSL setting, trained with ClipClap's loss plus a KL-divergence term (predicted vs target class
-distribution) and a cosine-similarity term (same-class consistency). It gives no sizes, weights or
-temperatures: EVERY number and layout below is OUR choice, with its switch in `MFTConfig` and its
-reason in docs/method.md.
+paper, 2025 (only its abstract and tables are public). The paper fixes the ideas: a Transformer with
+multi-head attention fuses audio and video (cross-modal interaction), on the ClipClap-GZSL setting, trained
+with ClipClap's loss plus a KL-divergence term (predicted vs target class distribution) and a
+cosine-similarity term (same-class consistency). It gives no sizes, weights or temperatures: EVERY number
+and layout below is OUR choice, with its switch in `MFTConfig` and its reason in docs/method.md.
 
     tokens  = [CLS, audio_1..Ta, video_1..Tv]                       (B, 1+Ta+Tv, d)
               audio_t = A_enc(audio_t) + e_audio (+ time(t_sec)),   A_enc: Da -> d
@@ -270,6 +269,7 @@ class Fused(NamedTuple):
 @register_model("mft")
 class MFT(GZSLModel):
     Config = MFTConfig
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
 
     def __init__(self, cfg: MFTConfig, dims: FeatureDims):
         super().__init__(cfg, dims)

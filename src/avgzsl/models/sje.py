@@ -20,5 +20,6 @@ from .linear_compat import LinearCompatModel
 
 @register_model("sje")
 class SJE(LinearCompatModel):
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
     rank_loss = staticmethod(ranking.sje_max_loss)
     loss_name = "sje"

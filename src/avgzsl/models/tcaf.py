@@ -147,6 +147,7 @@ def attention_mask(seg: torch.Tensor, real: torch.Tensor, mode: str) -> torch.Te
 @register_model("tcaf")
 class TCAF(GZSLModel):
     Config = TCAFConfig
+    packable = True  # its step vmaps (tests/test_pack.py); packed runs train together
 
     def __init__(self, cfg: TCAFConfig, dims: FeatureDims):
         super().__init__(cfg, dims)

@@ -194,17 +194,20 @@ def refuse_reference(cfgs: list) -> None:
 
 
 def run_packed(cfgs: list, bench, out_dirs: list | None = None, device: str = "cpu", vmap: bool = True,
-               stages: int = 2, on_epoch=None) -> list:
+               stages: int = 2, on_epoch=None, stats: dict | None = None) -> list:
     """The protocol for every config in `cfgs` as one pack on one benchmark; returns each run's results
     dict (what `run_protocol` returns) in order. If a member fails, its error is raised after every
-    member ended (the others finish and write their run folders)."""
+    member ended (the others finish and write their run folders). `stats`, a dict, receives the pack's
+    counts (rounds, vmapped_steps, solo_steps)."""
     refuse_reference(cfgs)
     out_dirs = out_dirs if out_dirs is not None else [None] * len(cfgs)
     if len(out_dirs) != len(cfgs):
         raise AvgzslError(f"run_packed: {len(cfgs)} configs but {len(out_dirs)} run folders")
     jobs = [lambda member, c=c, o=o: run_protocol(c, bench, o, device=device, stages=stages, on_epoch=on_epoch,
                                                   pack=member) for c, o in zip(cfgs, out_dirs)]
-    results, errors, _ = run_members(jobs, device, vmap)
+    results, errors, counts = run_members(jobs, device, vmap)
+    if stats is not None:
+        stats.update(counts)
     for e in errors:
         if e is not None:
             raise e

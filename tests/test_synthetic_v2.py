@@ -438,6 +438,34 @@ def test_misleading_audio_takes_another_classes_audio_centre(monkeypatch):
     assert np.array_equal(hs[1][1], hs[0][1])  # video: untouched
 
 
+def test_noise_per_video_scales_each_videos_noise_per_modality(monkeypatch):
+    """h - centre (the noise) of each video and modality is the noise of noise_per_video 0 times
+    exp(s * q), q from its own stream: the same draws otherwise, audio and video scaled apart."""
+    from avgzsl.data import synthetic_v2 as v2
+
+    calls = []
+    real = v2._phi
+    monkeypatch.setattr(v2, "_phi", lambda a, g: calls.append(a.copy()) or real(a, g))  # sees W1 h + b1 = h
+    base = v2.resolve_knobs({"missing_frac": 0.0}, "ucf")
+    d, rng = base.d_latent, np.random.default_rng(0)
+    mods = {m: dict(w1=np.eye(d, dtype=np.float32), b1=np.zeros(d, np.float32),
+                    w2=rng.standard_normal((d, 6)).astype(np.float32),
+                    centre=np.zeros((2, base.modes, d), np.float32),
+                    silent=rng.standard_normal(d).astype(np.float32), cone=np.zeros(6, np.float32))
+            for m in ("audio", "video")}
+    hs = []
+    for s in (0.0, 0.8):
+        calls.clear()
+        params = dict(knobs=dataclasses.replace(base, noise_per_video=s), mods=mods, sigma=np.ones(2, np.float32))
+        v2.class_videos(params, 1, 50, seed=5, temporal=False, dtype=np.float32)
+        hs.append(list(calls))
+    q = np.random.default_rng([5, 5, 1]).standard_normal((2, 50), dtype=np.float32)
+    for i in (0, 1):  # audio, video
+        np.testing.assert_allclose(hs[1][i], hs[0][i] * np.exp(0.8 * q[i])[:, None], rtol=1e-5, atol=1e-6)
+    ratio = np.linalg.norm(hs[1][0], axis=1) / np.linalg.norm(hs[1][1], axis=1)
+    assert ratio.max() > 3 and ratio.min() < 1 / 3  # some videos' audio is far noisier than their video, and back
+
+
 def late_and_joint(bench) -> tuple[float, float]:
     """Seen-class accuracy of a joint MLP probe on concat(audio, video), and of late fusion: the sum of
     the log-probabilities of an audio-only and a video-only MLP probe (a product of per-modality experts)."""

@@ -41,6 +41,9 @@ per video from its own stream default_rng([seed, 3, c]): noise that a fused mode
 With misleading_audio > 0, that fraction of the videos (flags, another class c' != c uniform over all
 classes, and a mode from the stream default_rng([seed, 4, c])) takes the audio centre of c' instead of
 c's (not on a missing audio): a confident but wrong audio, as background music or a voice-over.
+With noise_per_video > 0, each video's noise eps is scaled per modality by exp(noise_per_video * q),
+q ~ N(0, 1) per video and modality from the stream default_rng([seed, 5, c]): some videos have a poor
+audio, others a poor video, which a per-video modality weighting can tell apart and a fixed sum cannot.
 
 Temporal (`temporal=True`): the averaged vector x_m is drawn exactly as above (same stream); then, per
 modality, T ~ U{t_min..t_max} and steps x_m + (step_noise / sqrt(D)) * (z_t - mean_t z_t), z_t ~ N(0, I):
@@ -100,6 +103,7 @@ class SynthKnobs:
     coupled_noise: float = 0.0  # per-video latent noise added to audio and subtracted from video (fusion cancels it)
     missing_frac: float = 0.1  # fraction of videos with one modality (coin flip) uninformative
     misleading_audio: float = 0.0  # fraction of videos whose audio is another class's (background music, voice-over)
+    noise_per_video: float = 0.0  # log-std of a per-video, per-modality noise multiplier (one modality can be poor)
     modes: int = 3  # modes (sub-clusters) per class; a video picks one
     mode_spread: float = 0.8  # mode offsets' scale per latent coordinate (class centres: ~1)
     intra: float = 0.35  # median within-class latent noise scale per coordinate
@@ -281,13 +285,15 @@ def class_videos(params: dict, c: int, n: int, seed: int, temporal: bool, dtype)
     misled = mrng.random(n) < k.misleading_audio
     other = (c + 1 + mrng.integers(0, max(n_classes - 1, 1), size=n)) % n_classes  # another class than c
     other_mode = mrng.integers(0, k.modes, size=n)
+    quality = np.exp(np.float32(k.noise_per_video)
+                     * np.random.default_rng([seed, 5, c]).standard_normal((2, n), dtype=np.float32))  # likewise
     avg = {}
     for mod in ("audio", "video"):
         p = params["mods"][mod]
         dim = p["w2"].shape[1]
         h = rng.standard_normal((n, k.d_latent), dtype=np.float32)
         gone = missing & (audio_missing if mod == "audio" else ~audio_missing)
-        h *= np.where(gone, np.float32(0.3), params["sigma"][c])[:, None]
+        h *= np.where(gone, np.float32(0.3), params["sigma"][c] * quality[int(mod == "video")])[:, None]
         centre = p["centre"][c, mode]  # (n, d)
         if mod == "audio" and k.misleading_audio:
             centre = np.where(misled[:, None], p["centre"][other, other_mode], centre)

@@ -99,6 +99,8 @@ class Pack:
         groups: dict = {}
         for r in reqs:
             groups.setdefault(r.signature(), []).append(r)
+        current = {tuple(id(r.model) for r in g) for g in groups.values()}
+        self._templates = {k: v for k, v in self._templates.items() if k in current}  # members moved on
         for group in groups.values():
             try:
                 self._run_group(group)
@@ -111,15 +113,15 @@ class Pack:
 
     def _run_group(self, group: list[StepRequest]) -> None:
         key = tuple(id(r.model) for r in group)
-        use_vmap = self.vmap and len(group) > 1 and group[0].loss_fn is None and self._templates.get(key, 0) is not None
-        if use_vmap:
-            first = key not in self._templates
+        tried = self._templates.get(key, 0)  # 0: never tried; None: does not vmap
+        if self.vmap and len(group) > 1 and group[0].loss_fn is None and tried is not None:
+            first = tried == 0
             states = [r.rng.state() for r in group]
             try:
-                if first:  # one group at a time: drop the old
-                    self._templates = {key: (make_template(group[0].model), dropout_orders(group[0].model, group[0]))}
+                if first:
+                    self._templates[key] = (make_template(group[0].model), dropout_orders(group[0].model, group[0]))
                 results = vmapped_step(group, *self._templates[key], probe=first)
-            except Exception:  # noqa: BLE001 - the first round failed (see _vmapped): this group steps solo
+            except Exception:  # noqa: BLE001 - the first round failed (see vmapped_step): this group steps solo
                 if not first:
                     raise
                 for r, st in zip(group, states):  # nothing of the failed try may move a member's stream

@@ -374,28 +374,37 @@ def test_each_like_dataset_has_its_own_knob_defaults(tmp_path):
         "vggsound-scale0.01-seed0-k")
 
 
-def test_coupled_noise_moves_audio_and_video_latents_in_opposite_directions(monkeypatch):
-    """The latent h of each modality, before the maps: audio + c z, video - c z, z from its own stream (so
-    every other draw is the one of coupled_noise 0), a missing modality untouched."""
+def class_latents(monkeypatch, knob: str, values, missing_frac: float, n_classes: int = 2, centre_scale: float = 1.0,
+                  sigma: float = 1.0, c: int = 1, n: int = 40):
+    """The latent h of each modality before the maps ([audio h, video h] per value of `knob`), for class c's
+    n videos (seed 5) with identity first layers; also the knobs and the modality parameters used."""
     from avgzsl.data import synthetic_v2 as v2
 
     calls = []
     real = v2._phi
     monkeypatch.setattr(v2, "_phi", lambda a, g: calls.append(a.copy()) or real(a, g))  # sees W1 h + b1 = h
-    base = v2.resolve_knobs({"missing_frac": 0.5}, "ucf")
+    base = v2.resolve_knobs({"missing_frac": missing_frac}, "ucf")
     d, rng = base.d_latent, np.random.default_rng(0)
     mods = {m: dict(w1=np.eye(d, dtype=np.float32), b1=np.zeros(d, np.float32),
                     w2=rng.standard_normal((d, 6)).astype(np.float32),
-                    centre=rng.standard_normal((2, base.modes, d)).astype(np.float32),
+                    centre=(centre_scale * rng.standard_normal((n_classes, base.modes, d))).astype(np.float32),
                     silent=rng.standard_normal(d).astype(np.float32), cone=np.zeros(6, np.float32))
             for m in ("audio", "video")}
     hs = []
-    for c in (0.0, 0.7):
+    for value in values:
         calls.clear()
-        params = dict(knobs=dataclasses.replace(base, coupled_noise=c), mods=mods, sigma=np.ones(2, np.float32))
-        v2.class_videos(params, 1, 40, seed=5, temporal=False, dtype=np.float32)
-        hs.append(list(calls))  # [audio h, video h]
-    z = np.random.default_rng([5, 3, 1]).standard_normal((40, d), dtype=np.float32)
+        params = dict(knobs=dataclasses.replace(base, **{knob: value}), mods=mods,
+                      sigma=np.full(n_classes, sigma, np.float32))
+        v2.class_videos(params, c, n, seed=5, temporal=False, dtype=np.float32)
+        hs.append(list(calls))
+    return hs, base, mods
+
+
+def test_coupled_noise_moves_audio_and_video_latents_in_opposite_directions(monkeypatch):
+    """The latent h of each modality, before the maps: audio + c z, video - c z, z from its own stream (so
+    every other draw is the one of coupled_noise 0), a missing modality untouched."""
+    hs, base, _ = class_latents(monkeypatch, "coupled_noise", (0.0, 0.7), missing_frac=0.5)
+    z = np.random.default_rng([5, 3, 1]).standard_normal((40, base.d_latent), dtype=np.float32)
     draw = np.random.default_rng([5, 1, 1])  # class_videos' own first draws: mode, missing, which one
     draw.integers(0, base.modes, size=40)
     missing, audio_missing = draw.random(40) < 0.5, draw.random(40) < 0.5
@@ -408,25 +417,9 @@ def test_coupled_noise_moves_audio_and_video_latents_in_opposite_directions(monk
 def test_misleading_audio_takes_another_classes_audio_centre(monkeypatch):
     """The audio latent of a flagged video is centred on another class's audio centre (mode and class
     from its own stream, so misleading_audio 0 and > 0 give the same videos otherwise); video untouched."""
-    from avgzsl.data import synthetic_v2 as v2
-
-    calls = []
-    real = v2._phi
-    monkeypatch.setattr(v2, "_phi", lambda a, g: calls.append(a.copy()) or real(a, g))  # sees W1 h + b1 = h
-    base = v2.resolve_knobs({"missing_frac": 0.0}, "ucf")
-    d, rng, n_classes = base.d_latent, np.random.default_rng(0), 5
-    mods = {m: dict(w1=np.eye(d, dtype=np.float32), b1=np.zeros(d, np.float32),
-                    w2=rng.standard_normal((d, 6)).astype(np.float32),
-                    centre=(10 * rng.standard_normal((n_classes, base.modes, d))).astype(np.float32),
-                    silent=rng.standard_normal(d).astype(np.float32), cone=np.zeros(6, np.float32))
-            for m in ("audio", "video")}
-    hs = []
-    for frac in (0.0, 0.4):
-        calls.clear()
-        params = dict(knobs=dataclasses.replace(base, misleading_audio=frac), mods=mods,
-                      sigma=np.full(n_classes, 1e-3, np.float32))
-        v2.class_videos(params, 2, 200, seed=5, temporal=False, dtype=np.float32)
-        hs.append(list(calls))
+    n_classes = 5
+    hs, base, mods = class_latents(monkeypatch, "misleading_audio", (0.0, 0.4), missing_frac=0.0, n_classes=n_classes,
+                                   centre_scale=10.0, sigma=1e-3, c=2, n=200)
     mrng = np.random.default_rng([5, 4, 2])
     misled = mrng.random(200) < 0.4
     other = (2 + 1 + mrng.integers(0, n_classes - 1, size=200)) % n_classes
@@ -441,24 +434,7 @@ def test_misleading_audio_takes_another_classes_audio_centre(monkeypatch):
 def test_noise_per_video_scales_each_videos_noise_per_modality(monkeypatch):
     """h - centre (the noise) of each video and modality is the noise of noise_per_video 0 times
     exp(s * q), q from its own stream: the same draws otherwise, audio and video scaled apart."""
-    from avgzsl.data import synthetic_v2 as v2
-
-    calls = []
-    real = v2._phi
-    monkeypatch.setattr(v2, "_phi", lambda a, g: calls.append(a.copy()) or real(a, g))  # sees W1 h + b1 = h
-    base = v2.resolve_knobs({"missing_frac": 0.0}, "ucf")
-    d, rng = base.d_latent, np.random.default_rng(0)
-    mods = {m: dict(w1=np.eye(d, dtype=np.float32), b1=np.zeros(d, np.float32),
-                    w2=rng.standard_normal((d, 6)).astype(np.float32),
-                    centre=np.zeros((2, base.modes, d), np.float32),
-                    silent=rng.standard_normal(d).astype(np.float32), cone=np.zeros(6, np.float32))
-            for m in ("audio", "video")}
-    hs = []
-    for s in (0.0, 0.8):
-        calls.clear()
-        params = dict(knobs=dataclasses.replace(base, noise_per_video=s), mods=mods, sigma=np.ones(2, np.float32))
-        v2.class_videos(params, 1, 50, seed=5, temporal=False, dtype=np.float32)
-        hs.append(list(calls))
+    hs, _, _ = class_latents(monkeypatch, "noise_per_video", (0.0, 0.8), missing_frac=0.0, centre_scale=0.0, n=50)
     q = np.random.default_rng([5, 5, 1]).standard_normal((2, 50), dtype=np.float32)
     for i in (0, 1):  # audio, video
         np.testing.assert_allclose(hs[1][i], hs[0][i] * np.exp(0.8 * q[i])[:, None], rtol=1e-5, atol=1e-6)
